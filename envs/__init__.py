@@ -1,0 +1,138 @@
+"""Goal-conditioned tasks for the hindsight scripts, and `make`, the one place that turns a name into an env.
+
+    import envs
+    env = envs.make("FetchReach")                 # Gymnasium-Robotics FetchReach-v4
+    env = envs.make("ContinuousSeek:d=10")        # a custom task with constructor arguments
+    env = envs.make("BitFlip", n=16)              # the same in Python
+    env = envs.make("FetchReach", discrete=3)     # 27 joint actions (3 bins on x, y, z; the blocked gripper fixed)
+    env = envs.make("FetchPush-v4")               # any full Gymnasium id passes through
+
+Every env made here has a Dict observation {observation, achieved_goal, desired_goal}, reports
+`info["is_success"]`, and its `env.unwrapped` has a vectorised `compute_reward(achieved_goal, desired_goal, info)`
+(custom tasks also `compute_terminated`). User mistakes raise `EnvError` with a one-line message.
+"""
+
+import ast
+import contextlib
+import difflib
+import io
+
+import gymnasium as gym
+
+from envs.wrappers import DiscretizeAction, SuccessInfo
+
+
+class EnvError(ValueError):
+    """A user mistake in an env name or its arguments; the message is one line, fit to print as is."""
+
+
+# registered id -> (entry point, default horizon T)
+REGISTERED = {
+    "ContinuousSeek-v0": ("envs.seek:ContinuousSeek", 10),
+    "DriveSeek-v0": ("envs.seek:DriveSeek", 40),
+    "NoisySeek-v0": ("envs.seek:NoisySeek", 40),
+    "BitFlip-v0": ("envs.bitflip:BitFlip", 10),
+    "Point2D-v0": ("envs.point:Point2D", 100),
+    "FourRooms-v0": ("envs.point:FourRooms", 50),
+    "Navigation-v0": ("envs.point:Navigation", 50),
+    "Maze-v0": ("envs.maze:Maze", 32),
+    "GoalReacher-v0": ("envs.reacher:GoalReacher", 100),
+}
+for _id, (_entry, _T) in REGISTERED.items():
+    if _id not in gym.registry:
+        gym.register(id=_id, entry_point=_entry, max_episode_steps=_T)
+
+# short name -> (registered id, fixed constructor arguments)
+TASKS = {
+    "ContinuousSeek": ("ContinuousSeek-v0", {}),
+    "DriveSeek": ("DriveSeek-v0", {}),
+    "NoisySeek": ("NoisySeek-v0", {}),
+    "BitFlip": ("BitFlip-v0", {}),
+    "Point2D": ("Point2D-v0", {"walls": "open"}),
+    "Point2DFourRoom": ("Point2D-v0", {"walls": "four_room"}),
+    "FourRooms": ("FourRooms-v0", {}),
+    "EmptyMaze": ("Maze-v0", {"layout": "empty"}),
+    "FourRoomMaze": ("Maze-v0", {"layout": "four_room"}),
+    "Navigation": ("Navigation-v0", {}),
+    "GoalReacher": ("GoalReacher-v0", {}),
+}
+ROBOTICS = {"FetchReach": "FetchReach-v4", "FetchPush": "FetchPush-v4", "FetchPickAndPlace": "FetchPickAndPlace-v4",
+            "FetchSlide": "FetchSlide-v4", "HandReach": "HandReach-v3"}
+
+
+def names():
+    """The short names `make` knows (any full Gymnasium id works too)."""
+    return sorted(TASKS) + sorted(ROBOTICS)
+
+
+def _register_robotics():
+    # gymnasium-robotics 1.4.2 prints a notice about Adroit reward versions to stderr on import; none of ours use it
+    with contextlib.redirect_stderr(io.StringIO()):
+        import gymnasium_robotics
+
+        gym.register_envs(gymnasium_robotics)
+
+
+def parse(spec):
+    """'ContinuousSeek:d=10,size=5' -> ('ContinuousSeek', {'d': 10, 'size': 5})."""
+    name, _, rest = spec.partition(":")
+    kwargs = {}
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise EnvError(f"cannot read env argument {item!r} in {spec!r}; write Name:key=value,key=value")
+        try:
+            kwargs[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            kwargs[key.strip()] = value.strip()
+    return name.strip(), kwargs
+
+
+def make(spec, discrete=None, factorised=False, **kwargs):
+    """Make the goal env named by `spec` (short name, 'Name:key=value', or a Gymnasium id).
+
+    discrete: wrap a Box action space into `discrete` bins per dimension (joint Discrete, or MultiDiscrete when
+    `factorised`); on FetchReach the blocked gripper dimension is left out. Other keyword arguments go to the env
+    constructor (or to gym.make, such as max_episode_steps or render_mode).
+    """
+    name, parsed = parse(spec)
+    kwargs = {**parsed, **kwargs}
+    ignore_dims = ()
+    if name in TASKS or name in REGISTERED:
+        env_id, fixed = TASKS.get(name, (name, {}))
+        kwargs = {**fixed, **kwargs}
+        if env_id == "BitFlip-v0":
+            kwargs.setdefault("max_episode_steps", int(kwargs.get("n", 10)))  # T = n bits
+        try:
+            env = gym.make(env_id, **kwargs)
+        except (TypeError, ValueError) as e:
+            raise EnvError(f"{name}: {str(e).splitlines()[0]}") from None
+    else:
+        env_id = ROBOTICS.get(name, name)
+        if env_id not in gym.registry:
+            _register_robotics()
+        if env_id not in gym.registry:
+            close = difflib.get_close_matches(name, names() + list(gym.registry), n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else f"; known short names: {', '.join(names())}"
+            raise EnvError(f"unknown env {name!r}{hint}")
+        try:
+            env = SuccessInfo(gym.make(env_id, **kwargs))
+        except Exception as e:  # a missing dependency or bad argument inside a third-party env: one line
+            raise EnvError(f"{env_id}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        if name == "FetchReach" or env_id.startswith("FetchReach"):
+            ignore_dims = (3,)  # the gripper is blocked in Reach
+    space = env.observation_space
+    if not isinstance(space, gym.spaces.Dict) or not {"achieved_goal", "desired_goal"} <= set(space.spaces):
+        env.close()
+        raise EnvError(f"{spec!r} is not goal-conditioned: its observation has no achieved_goal/desired_goal")
+    if discrete is not None:
+        try:
+            env = DiscretizeAction(env, bins=discrete, factorised=factorised, ignore_dims=ignore_dims)
+        except ValueError as e:
+            raise EnvError(f"{spec!r}: {e}") from None
+    return env
+
+
+def horizon(env):
+    """Episode length T of an env made by `make` (its TimeLimit)."""
+    return env.spec.max_episode_steps

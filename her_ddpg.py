@@ -273,16 +273,19 @@ def evaluate(vec_env, actor, o_norm, g_norm, T, device, n_episodes, args, rng, m
 
 
 def make_vec_env(args, n):
-    """n copies of the goal env, with autoreset disabled since rollout() resets them together."""
+    """n copies of the goal env. rollout() resets them all at each cycle's start; an env whose episode ends early
+    is auto-reset by the next step, and rollout() stores nothing past that episode's end."""
     fns = [lambda: envs.make(args.env) for _ in range(n)]
-    vector_env = gym.vector.AsyncVectorEnv if args.async_envs else gym.vector.SyncVectorEnv
-    return vector_env(fns, autoreset_mode=gym.vector.AutoresetMode.DISABLED)
+    return gym.vector.AsyncVectorEnv(fns) if args.async_envs else gym.vector.SyncVectorEnv(fns)
 
 
 def check_env(env, args):
     """One-line errors for envs and budgets this script cannot handle."""
-    if not isinstance(env.action_space, gym.spaces.Box):
-        raise envs.EnvError(f"{args.env} has {env.action_space} actions; DDPG needs a continuous Box action space")
+    space = env.action_space
+    if not isinstance(space, gym.spaces.Box):
+        raise envs.EnvError(f"{args.env} has {space} actions; DDPG needs a continuous Box action space")
+    if not (np.all(space.high == space.high[0]) and np.all(space.low == -space.high)):
+        raise envs.EnvError(f"{args.env}: DDPG here needs a symmetric action box [-max_u, max_u]^n, got {space}")
     ob_space = env.observation_space
     if ob_space["achieved_goal"].shape != ob_space["desired_goal"].shape:
         raise envs.EnvError(f"{args.env}: achieved and desired goals differ in shape, so they cannot be relabelled")
@@ -305,7 +308,7 @@ def load_and_evaluate(args):
         raise envs.EnvError(f"no checkpoint at {args.eval_checkpoint}")
     if args.capture_video and "DISPLAY" not in os.environ:
         os.environ.setdefault("MUJOCO_GL", "egl")  # headless MuJoCo rendering; must be set before MuJoCo loads
-    ckpt = torch.load(args.eval_checkpoint, weights_only=False)
+    ckpt = torch.load(args.eval_checkpoint, map_location="cpu", weights_only=False)
     saved = Args(**ckpt["args"])
     env = envs.make(saved.env)
     dims = [env.observation_space[k].shape[0] for k in ("observation", "desired_goal")]
@@ -393,44 +396,45 @@ def main(args):
     def to_tensor(*arrays):
         return [torch.as_tensor(a, device=device) for a in arrays]
 
-    steps_per_cycle = args.num_envs * T
-    n_epochs = max(1, -(-args.total_timesteps // (steps_per_cycle * args.n_cycles)))
-    global_step, start_time, sr = 0, time.time(), 0.0
+    global_step, cycle, start_time, sr = 0, 0, time.time(), 0.0
     try:
-        for epoch in range(n_epochs):
-            for cycle in range(args.n_cycles):
-                # collect one episode per env with exploration, store it, update the normalisers
-                obs, ag, g, actions, ep_len, success, ret = rollout(vec_env, actor, o_norm, g_norm, T, device, True,
-                                                                    args, rng, max_u)
-                new = buffer.store(obs, ag, g, actions, ep_len)
-                global_step += int(ep_len.sum())
-                # normaliser statistics come from relabelled samples of the new episodes (goal stats see g')
-                o_s, _, _, _, g_s, _ = buffer.sample(int(ep_len.sum()), episodes=new)
-                o_norm.update(o_s)
-                g_norm.update(g_s)
-                writer.add_scalar("charts/success_rate", success.mean(), global_step)
-                writer.add_scalar("charts/episodic_return", ret.mean(), global_step)
+        while global_step < args.total_timesteps:
+            # collect one episode per env with exploration, store it, update the normalisers
+            obs, ag, g, actions, ep_len, success, ret = rollout(vec_env, actor, o_norm, g_norm, T, device, True, args,
+                                                                rng, max_u)
+            new = buffer.store(obs, ag, g, actions, ep_len)
+            global_step += int(ep_len.sum())
+            # normaliser statistics come from relabelled samples of the new episodes (goal stats see g')
+            o_s, _, _, _, g_s, _ = buffer.sample(int(ep_len.sum()), episodes=new)
+            o_norm.update(o_s)
+            g_norm.update(g_s)
+            writer.add_scalar("charts/success_rate", success.mean(), global_step)
+            writer.add_scalar("charts/episodic_return", ret.mean(), global_step)
 
-                # a burst of updates on relabelled batches, then one Polyak update of both targets
-                for _ in range(args.n_batches):
-                    o, a, r, o2, g_b, d = buffer.sample(args.batch_size)
-                    g_n = g_norm(g_b)
-                    x = np.concatenate([o_norm(o), g_n], -1)
-                    x2 = np.concatenate([o_norm(o2), g_n], -1)
-                    losses = ddpg_update(to_tensor(x, a, r, x2, d), actor, critic, actor_target, critic_target,
-                                         actor_opt, critic_opt, args, gamma)
-                with torch.no_grad():
-                    for net, target in ((actor, actor_target), (critic, critic_target)):
-                        for p, p_t in zip(net.parameters(), target.parameters()):
-                            p_t.lerp_(p, 1 - args.polyak)  # p_t = polyak p_t + (1 - polyak) p
+            # a burst of updates on relabelled batches, then one Polyak update of both targets
+            for _ in range(args.n_batches):
+                o, a, r, o2, g_b, d = buffer.sample(args.batch_size)
+                g_n = g_norm(g_b)
+                x = np.concatenate([o_norm(o), g_n], -1)
+                x2 = np.concatenate([o_norm(o2), g_n], -1)
+                losses = ddpg_update(to_tensor(x, a, r, x2, d), actor, critic, actor_target, critic_target,
+                                     actor_opt, critic_opt, args, gamma)
+            with torch.no_grad():
+                for net, target in ((actor, actor_target), (critic, critic_target)):
+                    for p, p_t in zip(net.parameters(), target.parameters()):
+                        p_t.lerp_(p, 1 - args.polyak)  # p_t = polyak p_t + (1 - polyak) p
+            cycle += 1
+            if cycle % args.n_cycles and global_step < args.total_timesteps:
+                continue
+
+            # end of an epoch (n_cycles cycles) or of training: log, evaluate the deterministic policy, checkpoint
+            epoch = -(-cycle // args.n_cycles)
             if args.n_batches > 0:
                 writer.add_scalar("losses/critic_loss", losses[0], global_step)
                 writer.add_scalar("losses/actor_loss", losses[1], global_step)
                 writer.add_scalar("losses/q_values", losses[2], global_step)
             writer.add_scalar("stats/o_mean", float(o_norm.mean.mean()), global_step)
             writer.add_scalar("stats/g_mean", float(g_norm.mean.mean()), global_step)
-
-            # evaluate the deterministic policy at the end of each epoch
             sr, eval_ret = evaluate(vec_env, actor, o_norm, g_norm, T, device, args.n_test_rollouts, args, rng, max_u)
             elapsed = time.time() - start_time
             sps = int(global_step / elapsed)
@@ -439,8 +443,8 @@ def main(args):
             writer.add_scalar("charts/SPS", sps, global_step)
             writer.add_scalar("charts/episodes", buffer.size, global_step)
             writer.add_scalar("charts/epoch", epoch, global_step)
-            left = elapsed / (epoch + 1) * (n_epochs - epoch - 1)
-            print(f"epoch {epoch + 1:>3}/{n_epochs} | step {global_step:>8} | success {sr:.2f} | "
+            left = elapsed / global_step * max(args.total_timesteps - global_step, 0)
+            print(f"epoch {epoch:>3} | step {global_step:>8}/{args.total_timesteps} | success {sr:.2f} | "
                   f"return {eval_ret:7.2f} | SPS {sps:>5} | {elapsed:5.0f}s elapsed, ~{left:.0f}s left", flush=True)
             if args.save_model:
                 save_checkpoint(ckpt_path, actor, o_norm, g_norm, args)
@@ -449,6 +453,7 @@ def main(args):
         vec_env.close(terminate=True)  # do not wait for subprocess envs caught mid-step
     finally:
         vec_env.close()
+        env.close()
         writer.close()
     if args.save_model:
         save_checkpoint(ckpt_path, actor, o_norm, g_norm, args)

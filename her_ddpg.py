@@ -390,7 +390,8 @@ def main(args):
 
     run_name = f"{args.env.replace(':', '_')}__her_ddpg__{args.seed}__{int(time.time())}"
     writer = SummaryWriter(f"runs/{run_name}")
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+    table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
+    writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
     ckpt_path = f"runs/{run_name}/her_ddpg.pt"
 
     def to_tensor(*arrays):

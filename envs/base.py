@@ -20,6 +20,11 @@ def goal_spaces(obs_low, obs_high, goal_low, goal_high, dg_desired=None):
     return spaces.Dict({"observation": obs, "achieved_goal": ag, "desired_goal": g})
 
 
+def distance(achieved_goal, desired_goal):
+    """Euclidean distance over the last axis, for a single goal or a batch."""
+    return np.linalg.norm(np.asarray(achieved_goal) - desired_goal, axis=-1)
+
+
 class GoalEnv(gym.Env):
     """Base for the custom tasks: subclasses implement `_reset`, `_step`, `compute_reward` and `_obs`.
 

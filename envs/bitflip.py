@@ -22,7 +22,9 @@ class BitFlip(GoalEnv):
 
     def _reset(self):
         rng = self.np_random
-        self.s = rng.integers(0, 2, self.n).astype(np.float32) if self.start == "random" else np.zeros(self.n, np.float32)
+        self.s = np.zeros(self.n, np.float32)
+        if self.start == "random":
+            self.s = rng.integers(0, 2, self.n).astype(np.float32)
         self.g = rng.integers(0, 2, self.n).astype(np.float32)
         while self.start == "random" and np.array_equal(self.s, self.g):  # hEM: g != s0
             self.g = rng.integers(0, 2, self.n).astype(np.float32)

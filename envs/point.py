@@ -12,7 +12,7 @@ import math
 import numpy as np
 from gymnasium import spaces
 
-from envs.base import GoalEnv, goal_spaces
+from envs.base import GoalEnv, distance, goal_spaces
 
 
 def four_room_rects(B, pad=0.8):
@@ -83,7 +83,7 @@ class Point2D(GoalEnv):
         return {"observation": p, "achieved_goal": p.copy(), "desired_goal": self.g.astype(np.float32)}
 
     def compute_reward(self, achieved_goal, desired_goal, info=None):
-        return -(np.linalg.norm(np.asarray(achieved_goal) - desired_goal, axis=-1) > self.target_radius).astype(np.float32)
+        return -(distance(achieved_goal, desired_goal) > self.target_radius).astype(np.float32)
 
 
 # GCSL four rooms: capsule walls of radius 0.03 along y = 0 and x = 0, leaving four doorways of width 0.2
@@ -142,7 +142,7 @@ class FourRooms(GoalEnv):
         return {"observation": p, "achieved_goal": p.copy(), "desired_goal": self.g.astype(np.float32)}
 
     def compute_reward(self, achieved_goal, desired_goal, info=None):
-        return -(np.linalg.norm(np.asarray(achieved_goal) - desired_goal, axis=-1) >= self.threshold).astype(np.float32)
+        return -(distance(achieved_goal, desired_goal) >= self.threshold).astype(np.float32)
 
 
 class Navigation(GoalEnv):
@@ -168,4 +168,4 @@ class Navigation(GoalEnv):
         return {"observation": s, "achieved_goal": s.copy(), "desired_goal": self.g.astype(np.float32)}
 
     def compute_reward(self, achieved_goal, desired_goal, info=None):
-        return -(np.linalg.norm(np.asarray(achieved_goal) - desired_goal, axis=-1) >= self.threshold).astype(np.float32)
+        return -(distance(achieved_goal, desired_goal) >= self.threshold).astype(np.float32)

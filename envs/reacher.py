@@ -9,7 +9,7 @@ The env's dense reward is discarded. v5 drops v2's z entry, so the observation i
 import gymnasium as gym
 import numpy as np
 
-from envs.base import GoalEnv, goal_spaces
+from envs.base import GoalEnv, distance, goal_spaces
 
 
 class GoalReacher(GoalEnv):
@@ -32,10 +32,11 @@ class GoalReacher(GoalEnv):
     def _obs(self):
         obs = self._raw.astype(np.float32)
         obs[-2:] += self.inner.goal  # fingertip - target -> absolute fingertip xy
-        return {"observation": obs, "achieved_goal": obs[-2:].copy(), "desired_goal": self.inner.goal.astype(np.float32)}
+        g = self.inner.goal.astype(np.float32)
+        return {"observation": obs, "achieved_goal": obs[-2:].copy(), "desired_goal": g}
 
     def compute_reward(self, achieved_goal, desired_goal, info=None):
-        return -(np.linalg.norm(np.asarray(achieved_goal) - desired_goal, axis=-1) > self.threshold).astype(np.float32)
+        return -(distance(achieved_goal, desired_goal) > self.threshold).astype(np.float32)
 
     def close(self):
         self.inner.close()

@@ -1,5 +1,7 @@
 """The envs/ package: each custom task as its spec defines it, the goal-env contract, and the name resolver."""
 
+import itertools
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -108,7 +110,8 @@ def test_noisyseek_greedy_agent_earns_11_9():
 def test_continuousseek_straight_line_always_succeeds_and_random_never(d):
     env = envs.make(f"ContinuousSeek:d={d}")
     successes = []
-    for policy in (lambda ob: np.clip(ob["desired_goal"] - ob["achieved_goal"], -1, 1), lambda ob: env.action_space.sample()):
+    straight = lambda ob: np.clip(ob["desired_goal"] - ob["achieved_goal"], -1, 1)  # noqa: E731
+    for policy in (straight, lambda ob: env.action_space.sample()):
         ob, _ = env.reset(seed=1)
         wins = 0
         for _ in range(200):
@@ -244,7 +247,7 @@ def test_discrete_adapter_joint_and_factorised():
     assert env.action_space == gym.spaces.Discrete(27)
     table = env.table
     assert table.shape == (27, 4) and (table[:, 3] == 0).all()  # the blocked gripper is left out
-    assert {tuple(row) for row in table[:, :3]} == {(x, y, z) for x in (-1, 0, 1) for y in (-1, 0, 1) for z in (-1, 0, 1)}
+    assert {tuple(row) for row in table[:, :3]} == set(itertools.product((-1, 0, 1), repeat=3))
     env = envs.make("ContinuousSeek:d=4", discrete=5, factorised=True)
     assert env.action_space == gym.spaces.MultiDiscrete([5] * 4)
     np.testing.assert_allclose(env.action(np.array([0, 1, 2, 4])), [-1, -0.5, 0, 1])

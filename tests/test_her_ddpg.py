@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import envs
-from conftest import ROOT
+from conftest import ROOT, run_script
 from her_ddpg import EpisodeBuffer, Normalizer, td_target
 
 T = 10
@@ -151,6 +151,15 @@ def test_smoke_fetch_reach(run):
     assert len(eval_lines(out.stdout)) == 1
 
 
+@pytest.mark.parametrize("env", ["FetchPush", "FetchPickAndPlace", "FetchSlide", "HandReach", "ContinuousSeek:d=20",
+                                 "Point2DFourRoom", "FourRooms", "Navigation:k=5", "GoalReacher"])
+def test_smoke_runs_on_every_continuous_goal_env(run, env):
+    out = run("her_ddpg.py", "--env", env, "--total-timesteps", "100", "--n-cycles", "1", "--n-batches", "2",
+              "--n-test-rollouts", "2", "--hidden-dim", "16", "--batch-size", "16")
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"success \d\.\d\d", out.stdout)
+
+
 def test_ctrl_c_saves_the_checkpoint(tmp_path):
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "her_ddpg.py"), "--env", "Point2D", "--save-model",
                              "--total-timesteps", "1000000", "--n-cycles", "1", "--hidden-dim", "32"], cwd=tmp_path,
@@ -178,13 +187,20 @@ def test_bad_input_gets_a_one_line_error(run, args, message):
     assert len(out.stderr.strip().splitlines()) == 1
 
 
-def test_same_seed_same_evaluation_curve(run):
-    args = ["--env", "ContinuousSeek:d=2", "--total-timesteps", "600", "--n-cycles", "5", "--hidden-dim", "32",
-            "--n-batches", "10", "--n-test-rollouts", "20", "--seed", "7"]
-    first, second = run("her_ddpg.py", *args), run("her_ddpg.py", *args)
-    assert eval_lines(first.stdout) == eval_lines(second.stdout) and len(eval_lines(first.stdout)) == 6
-    other = run("her_ddpg.py", *args[:-1], "8")
-    assert eval_lines(other.stdout) != eval_lines(first.stdout)
+def test_same_seed_same_evaluation_curve_and_weights(tmp_path):
+    """Same seed, same machine: identical evaluation lines and bit-identical actor weights; another seed differs."""
+    def train(seed, name):
+        (tmp_path / name).mkdir()
+        out = run_script("her_ddpg.py", "--env", "ContinuousSeek:d=2", "--total-timesteps", "600", "--n-cycles", "5",
+                         "--hidden-dim", "32", "--n-batches", "5", "--batch-size", "64", "--n-test-rollouts", "20",
+                         "--seed", str(seed), "--save-model", cwd=tmp_path / name)
+        [ckpt] = glob.glob(str(tmp_path / name / "runs" / "*" / "her_ddpg.pt"))
+        return eval_lines(out.stdout), torch.load(ckpt, weights_only=False)["actor"]
+
+    (lines_a, actor_a), (lines_b, actor_b), (_, actor_c) = train(7, "a"), train(7, "b"), train(8, "c")
+    assert lines_a == lines_b and len(lines_a) == 6
+    assert all(torch.equal(actor_a[k], actor_b[k]) for k in actor_a)
+    assert not all(torch.equal(actor_a[k], actor_c[k]) for k in actor_a)
 
 
 def final_success(stdout):

@@ -11,6 +11,8 @@ Equations implemented (each marked in the code):
   current grad:   G_Q = dQ(s, a, g)/dg by double backpropagation
   critic loss:    mean (Q - y)^2 + alpha mean_{batch, goal dims} 1[r = -1] (G_Q - G_y)^2       (Eq. 9, sparse)
   actor loss:     as DDPG + HER (no gradient term)
+  --sac (appendix): y = r + gamma (min_j Q'_j(s', a~) - ent_coef log pi(a~ | s', g)), a~ reparameterised from the
+                  current actor; G_y flows through a~ and log pi too; loss 0.5 sum_j [MSE_j + alpha grad_match_j]
 alpha is the authors' code value: the mean runs over the goal dimensions too, so the paper's "alpha = 0.2/d" is
 --alpha 0.2 here (../shared/specs/reengage.md §0). Goals are differentiated before the running normaliser, as the
 authors' HandReach code does; the gradient is 0 where the target clip or the normaliser clip is active.
@@ -31,6 +33,7 @@ Usage:
   python reengage.py baselines --eval-checkpoint runs/<run>/reengage.pt
 """
 
+import math
 import os
 import random
 import signal
@@ -96,6 +99,9 @@ class Args:
     """units per hidden layer (ReLU)"""
     n_layers: int = 3
     """hidden layers of actor and critic"""
+    sac: bool = False
+    """the appendix's SAC variant: squashed-Gaussian actor, twin critics, learned entropy coefficient, no target
+    actor; the target gradient flows through the reparameterised next action and the entropy term"""
     clip_obs: float = 200.0
     """observations and goals are clipped to +-clip_obs before normalising"""
     clip_range: float = 5.0
@@ -194,6 +200,38 @@ class Critic(nn.Module):
         return self.net(torch.cat([x, a / self.max_u], -1)).squeeze(-1)
 
 
+class GaussianActor(nn.Module):
+    """SAC's squashed Gaussian pi(a | s, g): a = max_u tanh(mu + sigma eps); forward() is the deterministic action."""
+
+    def __init__(self, obs_dim, goal_dim, act_dim, hidden_dim, n_layers, max_u):
+        super().__init__()
+        self.net, self.max_u = mlp(obs_dim + goal_dim, 2 * act_dim, hidden_dim, n_layers), max_u
+
+    def forward(self, x):
+        return self.max_u * torch.tanh(self.net(x).chunk(2, -1)[0])
+
+    def sample(self, x):
+        """Reparameterised sample and its log-probability (tanh-corrected), differentiable in x."""
+        mu, log_std = self.net(x).chunk(2, -1)
+        log_std = log_std.clamp(-20, 2)
+        eps = torch.randn_like(mu)
+        u = mu + log_std.exp() * eps
+        log_prob = (-0.5 * eps**2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        log_prob = log_prob - (2 * (math.log(2) - u - nn.functional.softplus(-2 * u))).sum(-1)  # log(1 - tanh(u)^2)
+        return self.max_u * torch.tanh(u), log_prob
+
+
+class TwinCritic(nn.Module):
+    """SAC's two critics; forward() returns both Q-values stacked, shape [2, batch]."""
+
+    def __init__(self, *dims):
+        super().__init__()
+        self.q1, self.q2 = Critic(*dims), Critic(*dims)
+
+    def forward(self, x, a):
+        return torch.stack([self.q1(x, a), self.q2(x, a)])
+
+
 class EpisodeBuffer:
     """Whole episodes as arrays obs[E, T+1], ag[E, T+1], g[E, T], actions[E, T]; sample() does the relabeling.
 
@@ -267,6 +305,56 @@ def critic_loss_fn(o, a, r, o2, g, d, critic, actor_target, critic_target, g_nor
     return (q - y.detach()).pow(2).mean() + alpha * grad_match, grad_match, q
 
 
+def sac_critic_loss_fn(o, a, r, o2, g, d, critic, critic_target, actor, ent_coef, g_norm, gamma, alpha):
+    """The SAC variant: y = r + gamma (min_j Q'_j(s', a~) - ent_coef log pi(a~ | s', g)), a~ ~ pi(s', g) by
+    reparameterisation (no target actor, no clip: the entropy bonus can make returns positive). G_y flows through
+    the critics' goal input, a~ and log pi. Loss = 0.5 sum_j [MSE_j + alpha grad_match_j]."""
+    g2 = g.detach().requires_grad_(alpha > 0)
+    with torch.set_grad_enabled(alpha > 0):
+        x2 = torch.cat([o2, g_norm.torch(g2)], -1)
+        a2, log_prob2 = actor.sample(x2)
+        y = r + gamma * (1 - d) * (critic_target(x2, a2).min(0).values - ent_coef * log_prob2)
+        grad_y = torch.autograd.grad(y.sum(), g2)[0] if alpha > 0 else None
+    mask = (r == -1).float().unsqueeze(-1)  # Eq. (9): only where r = -1
+    loss, grad_match, qs = 0.0, torch.zeros(()), []
+    for q_net in (critic.q1, critic.q2):  # each critic matches the target gradient with its own gradient
+        g1 = g.detach().requires_grad_(alpha > 0)
+        q = q_net(torch.cat([o, g_norm.torch(g1)], -1), a)
+        loss = loss + 0.5 * (q - y.detach()).pow(2).mean()
+        if alpha > 0:
+            grad_q = torch.autograd.grad(q.sum(), g1, create_graph=True)[0]
+            match = (mask * (grad_q - grad_y) ** 2).mean()
+            loss, grad_match = loss + 0.5 * alpha * match, grad_match + 0.5 * match.detach()
+        qs.append(q)
+    return loss, grad_match, torch.stack(qs)
+
+
+def sac_update(batch, actor, critic, critic_target, log_ent_coef, actor_opt, critic_opt, ent_opt, g_norm, args,
+               gamma):
+    """One SAC step: critics (with the ReenGAGE term), actor, then the entropy coefficient (target -dim(A))."""
+    o, a, r, o2, g, d = batch
+    ent_coef = log_ent_coef.exp().detach()
+    critic_loss, grad_match, q = sac_critic_loss_fn(o, a, r, o2, g, d, critic, critic_target, actor, ent_coef,
+                                                    g_norm, gamma, args.alpha)
+    critic_opt.zero_grad()
+    critic_loss.backward()
+    critic_opt.step()
+
+    x = torch.cat([o, g_norm.torch(g)], -1)
+    pi, log_prob = actor.sample(x)
+    critic.requires_grad_(False)
+    actor_loss = (ent_coef * log_prob - critic(x, pi).min(0).values).mean()  # SAC: maximise min Q + entropy
+    critic.requires_grad_(True)
+    actor_opt.zero_grad()
+    actor_loss.backward()
+    actor_opt.step()
+    ent_loss = -(log_ent_coef * (log_prob.detach() - a.shape[-1])).mean()  # target entropy -dim(A)
+    ent_opt.zero_grad()
+    ent_loss.backward()
+    ent_opt.step()
+    return critic_loss.item(), actor_loss.item(), q.mean().item(), grad_match.item(), (r == -1).float().mean().item()
+
+
 def ddpg_update(batch, actor, critic, actor_target, critic_target, actor_opt, critic_opt, g_norm, args, gamma):
     """One gradient step of critic and actor on a relabelled batch; returns the losses."""
     o, a, r, o2, g, d = batch
@@ -302,7 +390,8 @@ def rollout(vec_env, actor, o_norm, g_norm, T, device, explore, args, rng, max_u
         g[:, t] = ob["desired_goal"]
         x = np.concatenate([o_norm(ob["observation"]), g_norm(ob["desired_goal"])], -1)
         with torch.no_grad():
-            a = actor(torch.as_tensor(x, device=device)).cpu().numpy()
+            x = torch.as_tensor(x, device=device)
+            a = (actor.sample(x)[0] if explore and args.sac else actor(x)).cpu().numpy()
         if explore:  # Gaussian noise, then with probability random_eps (1 in warm-up) a uniformly random action
             a = np.clip(a + args.noise_eps * max_u * rng.standard_normal(a.shape), -max_u, max_u)
             random_a = rng.uniform(-max_u, max_u, a.shape)
@@ -370,7 +459,8 @@ def load_and_evaluate(args):
     env = envs.make(saved.env)
     dims = [env.observation_space[k].shape[0] for k in ("observation", "desired_goal")]
     max_u = float(env.action_space.high[0])
-    actor = Actor(*dims, env.action_space.shape[0], saved.hidden_dim, saved.n_layers, max_u)
+    actor = (GaussianActor if saved.sac else Actor)(*dims, env.action_space.shape[0], saved.hidden_dim, saved.n_layers,
+                                                    max_u)
     actor.load_state_dict(ckpt["actor"])
     o_norm, g_norm = Normalizer(dims[0]), Normalizer(dims[1])
     o_norm.load_state_dict(ckpt["o_norm"])
@@ -432,14 +522,19 @@ def main(args):
     vec_env.reset(seed=args.seed)
 
     # networks, optimisers, normalisers, buffer
-    actor = Actor(obs_dim, goal_dim, act_dim, args.hidden_dim, args.n_layers, max_u).to(device)
-    critic = Critic(obs_dim, goal_dim, act_dim, args.hidden_dim, args.n_layers, max_u).to(device)
-    actor_target = Actor(obs_dim, goal_dim, act_dim, args.hidden_dim, args.n_layers, max_u).to(device)
-    critic_target = Critic(obs_dim, goal_dim, act_dim, args.hidden_dim, args.n_layers, max_u).to(device)
-    actor_target.load_state_dict(actor.state_dict())
-    critic_target.load_state_dict(critic.state_dict())
-    actor_target.requires_grad_(False)  # the targets are never optimised; grad_g y needs gradients w.r.t. g only
-    critic_target.requires_grad_(False)
+    dims = (obs_dim, goal_dim, act_dim, args.hidden_dim, args.n_layers, max_u)
+    if args.sac:  # appendix variant: squashed-Gaussian actor, twin critics, no target actor
+        actor, critic, critic_target = GaussianActor(*dims).to(device), TwinCritic(*dims).to(device), TwinCritic(*dims)
+        log_ent_coef = torch.zeros(1, device=device, requires_grad=True)  # entropy coefficient starts at 1
+        ent_opt = torch.optim.Adam([log_ent_coef], lr=args.lr_actor)
+        targets = [(critic, critic_target.to(device))]
+    else:
+        actor, critic = Actor(*dims).to(device), Critic(*dims).to(device)
+        actor_target, critic_target = Actor(*dims).to(device), Critic(*dims).to(device)
+        targets = [(actor, actor_target), (critic, critic_target)]
+    for net, target in targets:
+        target.load_state_dict(net.state_dict())
+        target.requires_grad_(False)  # never optimised; grad_g y needs gradients w.r.t. g only
     actor_opt = torch.optim.Adam(actor.parameters(), lr=args.lr_actor, fused=True)  # fused: ~30% faster updates
     critic_opt = torch.optim.Adam(critic.parameters(), lr=args.lr_critic, fused=True)
     o_norm = Normalizer(obs_dim, args.norm_eps, args.clip_obs, args.clip_range)
@@ -474,10 +569,15 @@ def main(args):
             # a burst of updates on relabelled batches, then one Polyak update of both targets
             for _ in range(args.n_batches if global_step >= args.learning_starts else 0):
                 o, a, r, o2, g_b, d = buffer.sample(args.batch_size)  # goals stay raw: normalised inside the loss
-                losses = ddpg_update(to_tensor(o_norm(o), a, r, o_norm(o2), g_b, d), actor, critic, actor_target,
-                                     critic_target, actor_opt, critic_opt, g_norm, args, gamma)
+                batch = to_tensor(o_norm(o), a, r, o_norm(o2), g_b, d)
+                if args.sac:
+                    losses = sac_update(batch, actor, critic, critic_target, log_ent_coef, actor_opt, critic_opt,
+                                        ent_opt, g_norm, args, gamma)
+                else:
+                    losses = ddpg_update(batch, actor, critic, actor_target, critic_target, actor_opt, critic_opt,
+                                         g_norm, args, gamma)
             with torch.no_grad():
-                for net, target in ((actor, actor_target), (critic, critic_target)):
+                for net, target in targets:
                     for p, p_t in zip(net.parameters(), target.parameters()):
                         p_t.lerp_(p, 1 - args.polyak)  # p_t = polyak p_t + (1 - polyak) p
             cycle += 1

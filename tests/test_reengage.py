@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import her_ddpg
-from reengage import Actor, Critic, Normalizer, critic_loss_fn
+from reengage import Actor, Critic, GaussianActor, Normalizer, TwinCritic, critic_loss_fn, sac_critic_loss_fn
 
 OBS, GOAL, ACT, B, GAMMA = 4, 3, 2, 16, 0.95
 
@@ -113,6 +113,41 @@ def test_grad_term_trains_the_critic(nets):
     assert any(gr is not None and gr.abs().sum() > 0 for gr in grads)
 
 
+def test_sac_target_gradient_flows_through_the_sampled_action_and_the_entropy_term():
+    torch.manual_seed(0)
+    actor = GaussianActor(OBS, GOAL, ACT, 32, 2, 1.0).double()
+    critic, critic_t = TwinCritic(OBS, GOAL, ACT, 32, 2, 1.0).double(), TwinCritic(OBS, GOAL, ACT, 32, 2, 1.0).double()
+    g_norm = Normalizer(GOAL)
+    o, a, r, o2, g, d = batch(5)
+
+    def y_at(gg, ent_coef):
+        torch.manual_seed(1)  # the same reparameterisation noise at every evaluation
+        x2 = torch.cat([o2, g_norm.torch(gg)], -1)
+        a2, log_prob = actor.sample(x2)
+        return r + GAMMA * (1 - d) * (critic_t(x2, a2).min(0).values - ent_coef * log_prob)
+
+    def by_hand(ent_coef, h=1e-6):
+        mask, total = (r == -1).double().unsqueeze(-1), 0.0
+        grad_y = torch.stack([(y_at(g + h * e, ent_coef) - y_at(g - h * e, ent_coef)) / (2 * h)
+                              for e in torch.eye(GOAL, dtype=torch.float64)], -1)
+        for q_net in (critic.q1, critic.q2):
+            q_at = lambda gg: q_net(torch.cat([o, g_norm.torch(gg)], -1), a)  # noqa: E731
+            grad_q = torch.stack([(q_at(g + h * e) - q_at(g - h * e)) / (2 * h)
+                                  for e in torch.eye(GOAL, dtype=torch.float64)], -1)
+            total += 0.5 * (mask * (grad_q - grad_y) ** 2).mean()
+        return total
+
+    results = {}
+    for ent_coef in (0.0, 0.5):
+        with torch.no_grad():
+            expected = by_hand(ent_coef)
+        torch.manual_seed(1)
+        _, grad_match, _ = sac_critic_loss_fn(o, a, r, o2, g, d, critic, critic_t, actor, ent_coef, g_norm, GAMMA, 0.2)
+        torch.testing.assert_close(grad_match, expected, rtol=1e-5, atol=1e-9)
+        results[ent_coef] = grad_match
+    assert abs(results[0.5] - results[0.0]) > 1e-3 * results[0.0]  # the entropy term's gradient counts
+
+
 # -- the script ----------------------------------------------------------------------------------------------------
 
 def final_success(stdout):
@@ -131,6 +166,12 @@ def test_smoke_both_regimes_save_and_reload(run, tmp_path):
     out = run("reengage.py", "baselines", "--env", "FetchReach", "--total-timesteps", "100", "--n-cycles", "1",
               "--n-batches", "2", "--n-test-rollouts", "2", "--hidden-dim", "16", "--batch-size", "16")
     assert out.returncode == 0, out.stderr
+    out = run("reengage.py", "baselines", "--env", "HandReach", "--sac", "--total-timesteps", "100", "--n-cycles", "1",
+              "--n-batches", "2", "--n-test-rollouts", "2", "--hidden-dim", "16", "--batch-size", "16", "--save-model")
+    assert out.returncode == 0, out.stderr
+    ckpt = [c for c in glob.glob(str(tmp_path / "runs" / "HandReach*" / "reengage.pt"))][0]
+    out = run("reengage.py", "baselines", "--eval-checkpoint", ckpt, "--n-test-rollouts", "2")
+    assert out.returncode == 0 and "success rate" in out.stdout, out.stderr
 
 
 def test_bad_input_gets_a_one_line_error(run):

@@ -19,11 +19,12 @@ authors' HandReach code does; the gradient is 0 where the target clip or the nor
 
 Two regimes, chosen by subcommand, each the paper's own:
   seek       ContinuousSeek (Table 1; SB3 DDPG): 2 x 256 nets, gamma 0.95, noise 0.03, no random actions, no action
-             penalty, 1000 random warm-up steps, one gradient step per env step (10 after each 10-step episode), and
-             Polyak 0.995 per step (0.951 once per 10-step cycle). Default: d = 10, lr 1e-3, batch 512, alpha 0.2.
+             penalty, no input normalisation, 1000 random warm-up steps, one gradient step per env step (10 after
+             each 10-step episode), Polyak 0.995 per step (0.951 once per 10-step cycle). Default: d = 10, lr 1e-3,
+             batch 512, alpha 0.2.
   baselines  HandReach, Fetch: the baselines HER defaults of her_ddpg.py; alpha 2e-5 (the paper's best HandReach value).
 Deviations from the paper: updates run after each episode rather than between its steps (same count); the seek
-regime keeps the running normalisers and the target clip of the HER recipe (SB3 has neither); the critic input is
+regime keeps the HER recipe's target clip (it rarely binds at gamma 0.95; SB3 has none); the critic input is
 [s, g], not SB3's [s, g, s].
 
 Usage:
@@ -104,6 +105,9 @@ class Args:
     actor; the target gradient flows through the reparameterised next action and the entropy term"""
     clip_obs: float = 200.0
     """observations and goals are clipped to +-clip_obs before normalising"""
+    normalize: bool = True
+    """running mean/std normalisation of observations and goals (the HER recipe); the seek regime turns it off, as
+    in the paper's SB3 runs"""
     clip_range: float = 5.0
     """normalised inputs are clipped to +-clip_range"""
     norm_eps: float = 0.01
@@ -129,7 +133,7 @@ PRESETS = {
     # ContinuousSeek (Table 1, SB3 DDPG), d = 10 with the Table 2 setting where ReenGAGE wins (lr 1e-3, batch 512)
     "seek": Args(env="ContinuousSeek:d=10", alpha=0.2, total_timesteps=20_000, num_envs=1, n_cycles=200, n_batches=10,
                  batch_size=512, gamma=0.95, polyak=0.995**10, noise_eps=0.03, random_eps=0.0, action_l2=0.0,
-                 learning_starts=1000, n_layers=2, n_test_rollouts=50),
+                 learning_starts=1000, n_layers=2, n_test_rollouts=50, normalize=False),
     # HandReach and Fetch: the baselines HER defaults (her_ddpg.py), alpha 2e-5 (the paper's HandReach sweep)
     "baselines": Args(),
 }
@@ -462,7 +466,9 @@ def load_and_evaluate(args):
     actor = (GaussianActor if saved.sac else Actor)(*dims, env.action_space.shape[0], saved.hidden_dim, saved.n_layers,
                                                     max_u)
     actor.load_state_dict(ckpt["actor"])
-    o_norm, g_norm = Normalizer(dims[0]), Normalizer(dims[1])
+    clip_range = saved.clip_range if saved.normalize else np.inf
+    o_norm = Normalizer(dims[0], saved.norm_eps, saved.clip_obs, clip_range)
+    g_norm = Normalizer(dims[1], saved.norm_eps, saved.clip_obs, clip_range)
     o_norm.load_state_dict(ckpt["o_norm"])
     g_norm.load_state_dict(ckpt["g_norm"])
     vec_env = make_vec_env(saved, saved.num_envs)
@@ -537,8 +543,9 @@ def main(args):
         target.requires_grad_(False)  # never optimised; grad_g y needs gradients w.r.t. g only
     actor_opt = torch.optim.Adam(actor.parameters(), lr=args.lr_actor, fused=True)  # fused: ~30% faster updates
     critic_opt = torch.optim.Adam(critic.parameters(), lr=args.lr_critic, fused=True)
-    o_norm = Normalizer(obs_dim, args.norm_eps, args.clip_obs, args.clip_range)
-    g_norm = Normalizer(goal_dim, args.norm_eps, args.clip_obs, args.clip_range)
+    clip_range = args.clip_range if args.normalize else np.inf  # without normalising: mean 0, std 1, no clip
+    o_norm = Normalizer(obs_dim, args.norm_eps, args.clip_obs, clip_range)
+    g_norm = Normalizer(goal_dim, args.norm_eps, args.clip_obs, clip_range)
     buffer = EpisodeBuffer(args.buffer_size, T, obs_dim, goal_dim, act_dim, env.unwrapped, args.replay_strategy,
                            args.replay_k, rng)
 
@@ -561,8 +568,9 @@ def main(args):
             global_step += int(ep_len.sum())
             # normaliser statistics come from relabelled samples of the new episodes (goal stats see g')
             o_s, _, _, _, g_s, _ = buffer.sample(int(ep_len.sum()), episodes=new)
-            o_norm.update(o_s)
-            g_norm.update(g_s)
+            if args.normalize:
+                o_norm.update(o_s)
+                g_norm.update(g_s)
             writer.add_scalar("charts/success_rate", success.mean(), global_step)
             writer.add_scalar("charts/episodic_return", ret.mean(), global_step)
 

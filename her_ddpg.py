@@ -215,7 +215,7 @@ def ddpg_update(batch, actor, critic, actor_target, critic_target, actor_opt, cr
     with torch.no_grad():
         y = td_target(r, d, critic_target(x2, actor_target(x2)), gamma)
     q = critic(x, a)
-    critic_loss = (q - y).pow(2).mean()
+    critic_loss = (q - y).pow(2).mean()  # critic: mean squared error to the clipped target
     critic_opt.zero_grad()
     critic_loss.backward()
     critic_opt.step()

@@ -1,6 +1,7 @@
 """Shared test helpers: the repo root on sys.path, and one way to run a script as a user would."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -15,6 +16,11 @@ def run_script(script, *args, cwd, timeout=300):
     env = {**os.environ, "PYTHONPATH": ROOT}
     return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def final_success(stdout):
+    """The success rate on a script's last console evaluation line."""
+    return float(re.findall(r"success (\d\.\d+)", stdout)[-1])
 
 
 @pytest.fixture

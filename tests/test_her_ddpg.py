@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import envs
-from conftest import ROOT, run_script
+from conftest import ROOT, final_success, run_script
 from her_ddpg import EpisodeBuffer, Normalizer, td_target
 
 T = 10
@@ -201,10 +201,6 @@ def test_same_seed_same_evaluation_curve_and_weights(tmp_path):
     assert lines_a == lines_b and len(lines_a) == 6
     assert all(torch.equal(actor_a[k], actor_b[k]) for k in actor_a)
     assert not all(torch.equal(actor_a[k], actor_c[k]) for k in actor_a)
-
-
-def final_success(stdout):
-    return float(re.findall(r"success (\d\.\d+)", stdout)[-1])
 
 
 def test_learns_point2d_and_relabeling_is_what_makes_it_learn(run):

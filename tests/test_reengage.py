@@ -3,13 +3,13 @@ the script as a user runs it."""
 
 import copy
 import glob
-import re
 
 import numpy as np
 import pytest
 import torch
 
 import her_ddpg
+from conftest import final_success
 from reengage import Actor, Critic, GaussianActor, Normalizer, TwinCritic, critic_loss_fn, sac_critic_loss_fn
 
 OBS, GOAL, ACT, B, GAMMA = 4, 3, 2, 16, 0.95
@@ -149,10 +149,6 @@ def test_sac_target_gradient_flows_through_the_sampled_action_and_the_entropy_te
 
 
 # -- the script ----------------------------------------------------------------------------------------------------
-
-def final_success(stdout):
-    return float(re.findall(r"success (\d\.\d+)", stdout)[-1])
-
 
 def test_smoke_both_regimes_save_and_reload(run, tmp_path):
     out = run("reengage.py", "seek", "--env", "ContinuousSeek:d=3", "--total-timesteps", "300", "--n-cycles", "10",

@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -16,6 +17,37 @@ def run_script(script, *args, cwd, timeout=300):
     env = {**os.environ, "PYTHONPATH": ROOT}
     return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def eval_lines(stdout):
+    """A script's per-evaluation console lines without the timing columns."""
+    return [line.split("| SPS")[0] for line in stdout.splitlines() if line.startswith("epoch")]
+
+
+class IndexGoalEnv:
+    """A stand-in env whose reward says whether the goal equals the achieved goal, for sampler tests."""
+
+    def compute_reward(self, ag, g, info):
+        return -(np.abs(ag - g).max(-1) > 1e-6).astype(np.float32)
+
+    def compute_terminated(self, ag, g, info):
+        return False
+
+
+def indexed_episodes(n_episodes, T, ep_len=None):
+    """Episodes whose observation and achieved goal at step t of episode e are (e, t), whose desired goal is (-1, -1):
+    the arguments (obs, ag, g, actions, ep_len) of an EpisodeBuffer's store()."""
+    e, t = np.meshgrid(np.arange(n_episodes), np.arange(T + 1), indexing="ij")
+    ag = np.stack([e, t], -1).astype(np.float32)
+    lengths = np.full(n_episodes, T) if ep_len is None else ep_len
+    return ag, ag, -np.ones((n_episodes, T, 2), np.float32), np.zeros((n_episodes, T, 1), np.float32), lengths
+
+
+def assert_one_line_error(out, message):
+    """A user mistake ends the script with a nonzero status and one line on stderr naming the problem."""
+    assert out.returncode != 0
+    assert message in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
 
 
 def final_success(stdout):

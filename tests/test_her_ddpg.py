@@ -1,41 +1,24 @@
 """her_ddpg.py: the sampler's relabeling, the target clip and the normaliser; then the script as a user runs it."""
 
 import glob
-import os
 import re
-import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
 import envs
-from conftest import ROOT, final_success, run_script
+from conftest import IndexGoalEnv, assert_one_line_error, eval_lines, final_success, indexed_episodes, run_script
 from her_ddpg import EpisodeBuffer, Normalizer, td_target
 
 T = 10
-
-
-class IndexGoalEnv:
-    """A stand-in env whose reward says whether the goal equals the achieved goal, for sampler tests."""
-
-    def compute_reward(self, ag, g, info):
-        return -(np.abs(ag - g).max(-1) > 1e-6).astype(np.float32)
-
-    def compute_terminated(self, ag, g, info):
-        return False
 
 
 def indexed_buffer(strategy, replay_k=4, n_episodes=50, seed=0, ep_len=None):
     """Episodes whose achieved goal at step t of episode e is (e, t), and whose desired goal is (-1, -1)."""
     rng = np.random.default_rng(seed)
     buf = EpisodeBuffer(n_episodes * T, T, 2, 2, 1, IndexGoalEnv(), strategy, replay_k, rng)
-    e, t = np.meshgrid(np.arange(n_episodes), np.arange(T + 1), indexing="ij")
-    ag = np.stack([e, t], -1).astype(np.float32)
-    lengths = np.full(n_episodes, T) if ep_len is None else ep_len
-    buf.store(ag, ag, -np.ones((n_episodes, T, 2), np.float32), np.zeros((n_episodes, T, 1), np.float32), lengths)
+    buf.store(*indexed_episodes(n_episodes, T, ep_len))
     return buf
 
 
@@ -121,11 +104,6 @@ def test_normalizer_standardises_then_clips():
 TINY = ["--total-timesteps", "400", "--n-cycles", "1", "--n-batches", "5", "--hidden-dim", "32", "--batch-size", "32"]
 
 
-def eval_lines(stdout):
-    """The per-epoch console lines without the timing columns."""
-    return [line.split("| SPS")[0] for line in stdout.splitlines() if line.startswith("epoch")]
-
-
 def test_help_is_the_manual(run):
     out = run("her_ddpg.py", "--help")
     assert out.returncode == 0 and "--replay-k" in out.stdout and "relabel" in out.stdout
@@ -160,19 +138,6 @@ def test_smoke_runs_on_every_continuous_goal_env(run, env):
     assert re.search(r"success \d\.\d\d", out.stdout)
 
 
-def test_ctrl_c_saves_the_checkpoint(tmp_path):
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "her_ddpg.py"), "--env", "Point2D", "--save-model",
-                             "--total-timesteps", "1000000", "--n-cycles", "1", "--hidden-dim", "32"], cwd=tmp_path,
-                            env={**os.environ, "PYTHONPATH": ROOT}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    assert proc.stdout.readline().startswith("epoch")  # training is under way
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
-    assert "interrupted at step" in out and "Traceback" not in err
-    assert glob.glob(str(tmp_path / "runs" / "*" / "her_ddpg.pt"))
-
-
 @pytest.mark.parametrize("args,message", [(["--env", "BitFlip"], "continuous Box action space"),
                                           (["--env", "Pendulum-v1"], "not goal-conditioned"),
                                           (["--env", "FetchReech"], "did you mean FetchReach"),
@@ -181,10 +146,7 @@ def test_ctrl_c_saves_the_checkpoint(tmp_path):
                                           (["--random-eps", "2"], "[0, 1]"),
                                           (["--eval-checkpoint", "missing.pt"], "no checkpoint")])
 def test_bad_input_gets_a_one_line_error(run, args, message):
-    out = run("her_ddpg.py", *args)
-    assert out.returncode != 0
-    assert message in out.stderr and "Traceback" not in out.stderr
-    assert len(out.stderr.strip().splitlines()) == 1
+    assert_one_line_error(run("her_ddpg.py", *args), message)
 
 
 def test_same_seed_same_evaluation_curve_and_weights(tmp_path):

@@ -1,8 +1,15 @@
-"""Project files: CI runs exactly the README's test command, and every algorithm file stands alone."""
+"""Project files: CI runs exactly the README's test command, every algorithm file stands alone, and every script
+keeps its checkpoint when interrupted."""
 
 import ast
+import glob
 import os
 import re
+import signal
+import subprocess
+import sys
+
+import pytest
 
 from conftest import ROOT
 
@@ -27,3 +34,26 @@ def test_algorithm_files_import_only_libraries_and_envs():
                 for module in modules:
                     top = module.split(".")[0]
                     assert top in allowed or top in __import__("sys").stdlib_module_names, f"{name} imports {module}"
+
+
+LONG_RUNS = {
+    "her_ddpg.py": ["--n-cycles", "1"],
+    "reengage.py": ["baselines", "--n-cycles", "1"],
+    "hem.py": ["--eval-interval", "100"],
+    "mher.py": ["--n-cycles", "1", "--random-episodes", "1", "--dyn-warmup", "1"],
+}
+
+
+@pytest.mark.parametrize("script", sorted(LONG_RUNS))
+def test_ctrl_c_saves_the_checkpoint(tmp_path, script):
+    args = [*LONG_RUNS[script], "--env", "Point2D", "--save-model", "--total-timesteps", "10000000", "--hidden-dim",
+            "32"]
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, script), *args], cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": ROOT}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline().startswith("epoch")  # training is under way
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "interrupted at step" in out and "Traceback" not in err
+    assert glob.glob(str(tmp_path / "runs" / "*" / script.replace(".py", ".pt")))

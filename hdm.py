@@ -56,8 +56,7 @@ import envs
 @dataclass
 class Args:
     env: str = "FetchReach"
-    """goal env: a short name (FetchReach, FourRooms, BitFlip:n=10, FourRoomMaze, ...) or a Gymnasium id; Box actions
-    are discretised"""
+    """goal env: a short name (FetchReach, FourRooms, BitFlip:n=10, ...) or a Gymnasium id; Box actions discretised"""
     algo: Literal["hdm", "her", "her01", "her_sql", "her_hbc", "gcsl"] = "hdm"
     """the method: HDM or a Table 1 baseline (see the docstring)"""
     seed: int = 1

@@ -1,5 +1,5 @@
-"""Project files: CI runs exactly the README's test command, every algorithm file stands alone, and every script
-keeps its checkpoint when interrupted."""
+"""Project files and what every script promises: CI runs exactly the README's test command, algorithm files stand
+alone, an interrupted run keeps its checkpoint, and the same seed gives the same run."""
 
 import ast
 import glob
@@ -11,7 +11,9 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+import torch
+
+from conftest import ROOT, eval_lines, run_script
 
 
 def test_ci_runs_exactly_the_readme_test_command():
@@ -57,3 +59,35 @@ def test_ctrl_c_saves_the_checkpoint(tmp_path, script):
     assert proc.returncode == 0, err
     assert "interrupted at step" in out and "Traceback" not in err
     assert glob.glob(str(tmp_path / "runs" / "*" / script.replace(".py", ".pt")))
+
+
+SHORT_RUNS = {  # a few evaluations' worth of training, and the checkpoint entry holding the trained network
+    "her_ddpg.py": (["--env", "ContinuousSeek:d=2", "--total-timesteps", "600", "--n-cycles", "5", "--n-batches", "5",
+                     "--batch-size", "64", "--n-test-rollouts", "20", "--hidden-dim", "32"], "actor"),
+    "reengage.py": (["seek", "--env", "ContinuousSeek:d=2", "--total-timesteps", "400", "--n-cycles", "10",
+                     "--learning-starts", "100", "--batch-size", "64", "--n-test-rollouts", "10", "--hidden-dim", "32"],
+                    "actor"),
+    "hem.py": (["--env", "Navigation:k=2", "--total-timesteps", "300", "--n-episodes", "2", "--n-batches", "3",
+                "--eval-interval", "100", "--n-test-rollouts", "5", "--hidden-dim", "32"], "policy"),
+    "mher.py": (["--env", "Point2D", "--total-timesteps", "600", "--random-episodes", "3", "--n-cycles", "1",
+                 "--n-batches", "2", "--dyn-warmup", "2", "--n-test-rollouts", "2", "--hidden-dim", "32"], "actor"),
+    "hdm.py": (["--env", "FourRooms", "--total-timesteps", "300", "--random-episodes", "2", "--eval-interval", "100",
+                "--n-test-rollouts", "2", "--hidden-dims", "32", "32"], "q_net"),
+}
+
+
+@pytest.mark.parametrize("script", sorted(SHORT_RUNS))
+def test_same_seed_same_evaluation_curve_and_weights(tmp_path, script):
+    """Same seed, same machine: identical evaluation lines and bit-identical weights; another seed differs."""
+    args, key = SHORT_RUNS[script]
+
+    def train(seed, name):
+        (tmp_path / name).mkdir()
+        out = run_script(script, *args, "--seed", str(seed), "--save-model", cwd=tmp_path / name)
+        [ckpt] = glob.glob(str(tmp_path / name / "runs" / "*" / script.replace(".py", ".pt")))
+        return eval_lines(out.stdout), torch.load(ckpt, weights_only=False)[key]
+
+    (lines_a, net_a), (lines_b, net_b), (_, net_c) = train(7, "a"), train(7, "b"), train(8, "c")
+    assert lines_a == lines_b and len(lines_a) >= 2
+    assert all(torch.equal(net_a[k], net_b[k]) for k in net_a)
+    assert not all(torch.equal(net_a[k], net_c[k]) for k in net_a)

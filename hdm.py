@@ -210,7 +210,7 @@ def hdm_loss(q_net, q_target, x, a, r, x2, x_bc, args):
     return td_loss + args.beta * bc_loss, stats
 
 
-def select_action(q_net, x, explore, args, rng, space):
+def select_action(q_net, x, explore, args, rng):
     """Greedy argmax; while collecting, eps-uniform (gcsl: a sample of softmax(Q))."""
     with torch.no_grad():
         q = q_net(x)
@@ -249,7 +249,7 @@ def rollout(vec_env, q_net, T, device, explore, args, rng, warmup=False):
         else:
             x = np.concatenate([ob["observation"], ob["desired_goal"]], -1).astype(np.float32)
             x = torch.as_tensor(x, device=device)
-            a = select_action(q_net, x, explore, args, rng, space)
+            a = select_action(q_net, x, explore, args, rng)
         ob, r, terminated, truncated, info = vec_env.step(env_action(a, space))
         actions[:, t], obs[:, t + 1], ag[:, t + 1] = a, ob["observation"], ob["achieved_goal"]
         ret += r * running

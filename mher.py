@@ -309,16 +309,17 @@ def mher_update(batch, sl_batch, actor, critic, actor_target, critic_target, act
     actor_opt.zero_grad()
     actor_loss.backward()
     actor_opt.step()
-    return critic_loss.item(), actor_loss.item(), q.mean().item(), sl_loss.item()
+    return {"critic_loss": critic_loss.item(), "actor_loss": actor_loss.item(), "q_values": q.mean().item(),
+            "sl_loss": sl_loss.item()}
 
 
 def gcsl_update(x, a, actor, actor_opt):
     """GCSL (App. D.2): regress the executed action on future-relabelled goals; no critic."""
-    loss = (a - actor(x)).pow(2).mean()
+    loss = (a - actor(x)).pow(2).mean()  # App. D.2: ||a_t - pi(s_t, g')||^2, mean over dims and batch
     actor_opt.zero_grad()
     loss.backward()
     actor_opt.step()
-    return loss.item()
+    return {"sl_loss": loss.item()}
 
 
 def rollout(vec_env, actor, o_norm, g_norm, T, device, explore, args, rng, max_u, warmup=False):
@@ -536,7 +537,7 @@ def main(args):
             for _ in range(args.n_batches):
                 o, a, o2, ag2, g_b = buffer.sample(args.batch_size, future_p)
                 if args.algo == "gcsl":
-                    losses = (float("nan"),) * 3 + (gcsl_update(*to_tensor(inputs(o, g_b), a), actor, actor_opt),)
+                    losses = gcsl_update(*to_tensor(inputs(o, g_b), a), actor, actor_opt)
                     continue
                 mask = np.zeros(len(o), np.float32)
                 g_sl = g_b
@@ -570,10 +571,8 @@ def main(args):
             # end of an epoch (n_cycles cycles) or of training: log, evaluate the deterministic policy, checkpoint
             epoch = -(-cycle // args.n_cycles)
             if args.n_batches > 0:
-                writer.add_scalar("losses/critic_loss", losses[0], global_step)
-                writer.add_scalar("losses/actor_loss", losses[1], global_step)
-                writer.add_scalar("losses/q_values", losses[2], global_step)
-                writer.add_scalar("losses/sl_loss", losses[3], global_step)
+                for name, value in losses.items():
+                    writer.add_scalar(f"losses/{name}", value, global_step)
             if use_model:
                 writer.add_scalar("losses/model", model_loss, global_step)
             sr, eval_ret = evaluate(vec_env, actor, o_norm, g_norm, T, device, args.n_test_rollouts, args, rng, max_u)

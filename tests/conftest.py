@@ -1,5 +1,6 @@
 """Shared test helpers: the repo root on sys.path, and one way to run a script as a user would."""
 
+import glob
 import os
 import re
 import subprocess
@@ -48,6 +49,21 @@ def assert_one_line_error(out, message):
     assert out.returncode != 0
     assert message in out.stderr and "Traceback" not in out.stderr, out.stderr
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def train_save_and_reload(run, tmp_path, command, env, *args, n_test=3):
+    """Train `command` (["script.py", subcommand...]) on `env` with --save-model, check the run directory, then
+    evaluate the checkpoint; returns the training stdout and the checkpoint's path."""
+    out = run(*command, "--env", env, "--save-model", *args)
+    assert out.returncode == 0, out.stderr
+    assert eval_lines(out.stdout), out.stdout
+    [ckpt] = glob.glob(str(tmp_path / "runs" / "*" / command[0].replace(".py", ".pt")))
+    assert glob.glob(str(tmp_path / "runs" / "*" / "events.out.tfevents.*"))
+    evaluation = run(*command, "--eval-checkpoint", ckpt, "--n-test-rollouts", str(n_test))
+    assert evaluation.returncode == 0, evaluation.stderr
+    pattern = rf"{re.escape(env)}: success rate \d\.\d+, mean return -?\d+\.\d+ over {n_test} episodes"
+    assert re.search(pattern, evaluation.stdout), evaluation.stdout
+    return out.stdout, ckpt
 
 
 def final_success(stdout):

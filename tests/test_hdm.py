@@ -1,16 +1,14 @@
 """hdm.py: the self-supervised reward and the relabeling ratios, the gate, the gated cross-entropy, what each --algo
 trains; then the script as a user runs it."""
 
-import glob
 import math
-import re
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import assert_one_line_error, eval_lines, final_success, indexed_episodes
+from conftest import assert_one_line_error, final_success, indexed_episodes, train_save_and_reload
 from hdm import EpisodeBuffer, QNetwork, hdm_loss, log_pi, q_of, soft_value
 
 T = 10
@@ -141,14 +139,7 @@ def test_help_is_the_manual(run):
                                        ("FourRoomMaze", ["--algo", "gcsl"]),
                                        ("Point2DFourRoom", ["--algo", "her_sql"])])
 def test_smoke_train_save_and_reload(run, tmp_path, env, extra):
-    out = run("hdm.py", "--env", env, "--save-model", *TINY, *extra)
-    assert out.returncode == 0, out.stderr
-    assert len(eval_lines(out.stdout)) >= 1
-    [ckpt] = glob.glob(str(tmp_path / "runs" / "*" / "hdm.pt"))
-    assert glob.glob(str(tmp_path / "runs" / "*" / "events.out.tfevents.*"))
-    out = run("hdm.py", "--eval-checkpoint", ckpt, "--n-test-rollouts", "3")
-    assert out.returncode == 0, out.stderr
-    assert re.search(rf"{env}: success rate \d\.\d+, mean return -?\d+\.\d+ over 3 episodes", out.stdout)
+    train_save_and_reload(run, tmp_path, ["hdm.py"], env, *TINY, *extra)
 
 
 @pytest.mark.parametrize("algo", ["her", "her01", "her_hbc"])

@@ -2,7 +2,6 @@
 hybrid's actor gradient; then the script as a user runs it."""
 
 import copy
-import glob
 import math
 import re
 from types import SimpleNamespace
@@ -14,7 +13,8 @@ import torch
 
 import envs
 import her_ddpg
-from conftest import IndexGoalEnv, assert_one_line_error, eval_lines, final_success, indexed_episodes
+from conftest import (IndexGoalEnv, assert_one_line_error, final_success, indexed_episodes,
+                      train_save_and_reload)
 from hem import (Actor, CategoricalPolicy, Critic, EpisodeBuffer, GaussianPolicy, hem_loss, hybrid_update, rollout,
                  select_action)
 
@@ -162,15 +162,8 @@ def test_help_is_the_manual(run):
 @pytest.mark.parametrize("env,extra", [("FetchReach", []), ("BitFlip", []), ("Point2D", ["--eta", "0.1"]),
                                        ("FourRoomMaze", ["--on-policy"])])
 def test_smoke_train_save_and_reload(run, tmp_path, env, extra):
-    out = run("hem.py", "--env", env, "--save-model", *TINY, *extra)
-    assert out.returncode == 0, out.stderr
-    assert len(eval_lines(out.stdout)) >= 1
-    [ckpt] = glob.glob(str(tmp_path / "runs" / "*" / "hem.pt"))
-    assert glob.glob(str(tmp_path / "runs" / "*" / "events.out.tfevents.*"))
+    _, ckpt = train_save_and_reload(run, tmp_path, ["hem.py"], env, *TINY, *extra, n_test=4)
     assert torch.load(ckpt, weights_only=False)["o_norm"]["count"] > 0
-    out = run("hem.py", "--eval-checkpoint", ckpt, "--n-test-rollouts", "4")
-    assert out.returncode == 0, out.stderr
-    assert re.search(rf"{env}: success rate \d\.\d+, mean return -?\d+\.\d+ over 4 episodes", out.stdout)
 
 
 @pytest.mark.parametrize("env", ["ContinuousSeek:d=5", "Navigation:k=5", "Point2DFourRoom", "FetchPush"])

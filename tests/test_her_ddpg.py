@@ -1,6 +1,5 @@
 """her_ddpg.py: the sampler's relabeling, the target clip and the normaliser; then the script as a user runs it."""
 
-import glob
 import re
 
 import numpy as np
@@ -8,7 +7,8 @@ import pytest
 import torch
 
 import envs
-from conftest import IndexGoalEnv, assert_one_line_error, eval_lines, final_success, indexed_episodes
+from conftest import (IndexGoalEnv, assert_one_line_error, eval_lines, final_success, indexed_episodes,
+                      train_save_and_reload)
 from her_ddpg import EpisodeBuffer, Normalizer, td_target
 
 T = 10
@@ -110,16 +110,10 @@ def test_help_is_the_manual(run):
 
 
 def test_smoke_train_save_and_reload(run, tmp_path):
-    out = run("her_ddpg.py", "--env", "Point2D", "--save-model", *TINY)
-    assert out.returncode == 0, out.stderr
-    assert len(eval_lines(out.stdout)) == 2
-    [ckpt] = glob.glob(str(tmp_path / "runs" / "*" / "her_ddpg.pt"))
-    assert glob.glob(str(tmp_path / "runs" / "*" / "events.out.tfevents.*"))
+    stdout, ckpt = train_save_and_reload(run, tmp_path, ["her_ddpg.py"], "Point2D", *TINY, n_test=4)
+    assert len(eval_lines(stdout)) == 2
     saved = torch.load(ckpt, weights_only=False)
     assert {"actor", "o_norm", "g_norm", "args"} <= set(saved) and saved["o_norm"]["count"] > 0
-    out = run("her_ddpg.py", "--eval-checkpoint", ckpt, "--n-test-rollouts", "4")
-    assert out.returncode == 0, out.stderr
-    assert re.search(r"Point2D: success rate \d\.\d+, mean return -?\d+\.\d+ over 4 episodes", out.stdout)
 
 
 def test_smoke_fetch_reach(run):

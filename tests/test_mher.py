@@ -1,8 +1,6 @@
 """mher.py: model-based relabeling (where rollouts start, which goal they use, what they change), the masked supervised
 term, the dynamics model; then the script as a user runs it."""
 
-import glob
-import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -10,7 +8,7 @@ import pytest
 import torch
 
 import envs
-from conftest import assert_one_line_error, eval_lines, final_success
+from conftest import assert_one_line_error, eval_lines, final_success, train_save_and_reload
 from mher import Actor, Dynamics, EpisodeBuffer, Normalizer, goal_indices, mbr_relabel, sl_loss_fn
 
 ARGS = SimpleNamespace(n_steps=5, noise_eps=0.2, mbr_ratio=0.8)
@@ -142,7 +140,7 @@ def test_dynamics_model_learns_point_mass_moves_in_normalised_delta_space():
 
 # -- the script ----------------------------------------------------------------------------------------------------
 
-TINY = ["--env", "Point2D", "--total-timesteps", "600", "--random-episodes", "3", "--n-cycles", "1",
+TINY = ["--total-timesteps", "600", "--random-episodes", "3", "--n-cycles", "1",
         "--n-batches", "2", "--dyn-warmup", "2", "--hidden-dim", "16", "--batch-size", "16", "--n-test-rollouts", "2"]
 
 
@@ -152,25 +150,19 @@ def test_help_is_the_manual(run):
 
 
 def test_smoke_train_save_and_reload(run, tmp_path):
-    out = run("mher.py", *TINY, "--save-model")
-    assert out.returncode == 0, out.stderr
-    assert len(eval_lines(out.stdout)) == 3  # 6 episodes: 3 random, then one evaluation after each of 3 cycles
-    [ckpt] = glob.glob(str(tmp_path / "runs" / "*" / "mher.pt"))
-    assert glob.glob(str(tmp_path / "runs" / "*" / "events.out.tfevents.*"))
-    out = run("mher.py", "--eval-checkpoint", ckpt, "--n-test-rollouts", "3")
-    assert out.returncode == 0, out.stderr
-    assert re.search(r"Point2D: success rate \d\.\d+, mean return -?\d+\.\d+ over 3 episodes", out.stdout)
+    stdout, _ = train_save_and_reload(run, tmp_path, ["mher.py"], "Point2D", *TINY)
+    assert len(eval_lines(stdout)) == 3  # 6 episodes: 3 random, then one evaluation after each of 3 cycles
 
 
 @pytest.mark.parametrize("algo", ["her", "ddpg", "ddpg_mbr", "ddpg_sl", "gcsl"])
 def test_smoke_every_method(run, algo):
-    out = run("mher.py", *TINY, "--algo", algo)
+    out = run("mher.py", "--env", "Point2D", *TINY, "--algo", algo)
     assert out.returncode == 0, out.stderr
 
 
 @pytest.mark.parametrize("env", ["FetchReach", "Point2DFourRoom", "GoalReacher", "ContinuousSeek:d=5"])
 def test_smoke_other_goal_envs(run, env):
-    out = run("mher.py", *TINY[2:], "--env", env, "--ensemble", "3", "--dyn-loss", "l1", "--episode-length", "50")
+    out = run("mher.py", *TINY, "--env", env, "--ensemble", "3", "--dyn-loss", "l1", "--episode-length", "50")
     assert out.returncode == 0, out.stderr
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import her_ddpg
-from conftest import assert_one_line_error, final_success
+from conftest import assert_one_line_error, final_success, train_save_and_reload
 from reengage import Actor, Critic, GaussianActor, Normalizer, TwinCritic, critic_loss_fn, sac_critic_loss_fn
 
 OBS, GOAL, ACT, B, GAMMA = 4, 3, 2, 16, 0.95
@@ -151,14 +151,9 @@ def test_sac_target_gradient_flows_through_the_sampled_action_and_the_entropy_te
 # -- the script ----------------------------------------------------------------------------------------------------
 
 def test_smoke_both_regimes_save_and_reload(run, tmp_path):
-    out = run("reengage.py", "seek", "--env", "ContinuousSeek:d=3", "--total-timesteps", "300", "--n-cycles", "10",
-              "--learning-starts", "100", "--batch-size", "32", "--hidden-dim", "32", "--n-test-rollouts", "5",
-              "--save-model")
-    assert out.returncode == 0, out.stderr
-    [ckpt] = glob.glob(str(tmp_path / "runs" / "*" / "reengage.pt"))
-    assert glob.glob(str(tmp_path / "runs" / "*" / "events.out.tfevents.*"))
-    out = run("reengage.py", "seek", "--eval-checkpoint", ckpt, "--n-test-rollouts", "4")
-    assert out.returncode == 0 and "success rate" in out.stdout, out.stderr
+    train_save_and_reload(run, tmp_path, ["reengage.py", "seek"], "ContinuousSeek:d=3", "--total-timesteps", "300",
+                          "--n-cycles", "10", "--learning-starts", "100", "--batch-size", "32", "--hidden-dim", "32",
+                          "--n-test-rollouts", "5", n_test=4)
     out = run("reengage.py", "baselines", "--env", "FetchReach", "--total-timesteps", "100", "--n-cycles", "1",
               "--n-batches", "2", "--n-test-rollouts", "2", "--hidden-dim", "16", "--batch-size", "16")
     assert out.returncode == 0, out.stderr

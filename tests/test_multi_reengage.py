@@ -1,0 +1,167 @@
+"""multi_reengage.py: the DeepSets critic (padding, order), the gate-gradient loss against a dense reading of the
+spec's equations, alpha = 0, the encoder trained by the critic only, then the script as a user runs it."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+import envs
+from conftest import assert_one_line_error, train_save_and_reload
+from multi_reengage import Actor, Critic, EpisodeBuffer, critic_loss_fn, pack, update
+
+N_MAX, Z, ACT, B, GAMMA = 200, 6, 1, 8, 0.95
+
+
+def goal_sets(rng, batch=B, n_max=N_MAX):
+    """Flat [batch, n_max * 3] goal tensors as the envs give them: n active distinct cells first, padding (0, 0, 0)."""
+    goals = np.zeros((batch, n_max, 3))
+    for row in goals:
+        n = rng.integers(1, 30)
+        cells = rng.choice(441, n, replace=False)
+        row[:n, 0], row[:n, 1], row[:n, 2] = 1, cells % 21 - 10, cells // 21 - 10
+    return torch.tensor(goals.reshape(batch, -1))
+
+
+@pytest.fixture
+def nets():
+    torch.manual_seed(0)
+    critic = Critic(Z, ACT, 32, 8, 32, N_MAX, 1.0).double()
+    actor = Actor(Z, ACT, 8, 32, 1.0).double()
+    return actor, critic, copy.deepcopy(actor), copy.deepcopy(critic)
+
+
+def batch(seed=0):
+    rng = np.random.default_rng(seed)
+    goals = goal_sets(rng)
+    z, z2 = torch.tensor(rng.normal(size=(B, Z))), torch.tensor(rng.normal(size=(B, Z)))
+    a = torch.tensor(rng.uniform(-1, 1, (B, ACT)))
+    G = goals.view(B, N_MAX, 3)
+    r_item = torch.zeros(B, N_MAX, dtype=torch.float64)
+    for i in range(B):  # s' stands on the first active goal in half the rows
+        if i % 2 == 0:
+            r_item[i, 0] = 1.0
+    return z, a, r_item.sum(-1), r_item, z2, goals, G
+
+
+def test_pooling_ignores_padding_and_the_order_of_active_goals(nets):
+    _, critic, _, _ = nets
+    z, a, _, _, _, goals, G = batch()
+    q = critic(*pack(goals, N_MAX)[:3], z, a)
+    # padding rows with garbage positions but gate 0 change nothing
+    G_pad = G.clone()
+    G_pad[:, 100:, 1:] = torch.randn(B, 100, 2, dtype=torch.float64) * 5
+    assert torch.equal(q, critic(*pack(G_pad.view(B, -1), N_MAX)[:3], z, a))
+    # permuting the slots (active ones among padding, in any order) changes Q only by rounding
+    perm = torch.randperm(N_MAX)
+    q_perm = critic(*pack(G[:, perm].reshape(B, -1), N_MAX)[:3], z, a)
+    torch.testing.assert_close(q, q_perm, rtol=1e-12, atol=1e-12)
+    # and the pooled embedding is the dense (1/n_max) sum_i b_i^2 E over all n_max slots
+    dense = (G[..., :1] ** 2 * critic.encoder(torch.cat([G[..., 1:], z[:, None].expand(B, N_MAX, Z)], -1))).sum(1)
+    torch.testing.assert_close(critic.embed(*pack(goals, N_MAX)[:3], z), dense / N_MAX)
+
+
+def dense_loss(z, a, r, r_item, z2, G, critic, actor_t, critic_t, alpha):
+    """The spec's loss (reengage.md §1.6) written over all n_max slots, padding included."""
+    def q_of(net, b, zz, aa):
+        e = net.encoder(torch.cat([G[..., 1:], zz[:, None].expand(B, N_MAX, Z)], -1))
+        h = (b ** 2 * e).sum(1) / N_MAX
+        return net.q(h, zz, aa), h
+
+    bn = G[..., :1].clone().requires_grad_(True)
+    h_pi = (G[..., :1] * critic_t.encoder(torch.cat([G[..., 1:], z2[:, None].expand(B, N_MAX, Z)], -1))).sum(1)
+    a2 = actor_t(h_pi.detach() / N_MAX, z2)  # pi' pools with b and sees no gradient
+    y = r + GAMMA * q_of(critic_t, bn, z2, a2)[0]
+    bn_grad = torch.autograd.grad(y.sum(), bn)[0].squeeze(-1)
+    R = (bn.squeeze(-1) ** 2 * r_item).sum(-1)  # R = sum_i b_i^2 R_item: its gate gradient is 2 b R_item
+    G_tgt = bn_grad + torch.autograd.grad(R.sum(), bn)[0].squeeze(-1)
+    bc = G[..., :1].clone().requires_grad_(True)
+    q = q_of(critic, bc, z, a)[0]
+    G_cur = torch.autograd.grad(q.sum(), bc, create_graph=True)[0].squeeze(-1)
+    match = torch.nn.functional.mse_loss(G_cur, G_tgt.detach())
+    return torch.nn.functional.mse_loss(q, y.detach()) + alpha * match, match, G_tgt
+
+
+def test_loss_equals_the_dense_formula_and_padding_gets_zero_gradient(nets):
+    actor, critic, actor_t, critic_t = nets
+    z, a, r, r_item, z2, goals, G = batch(1)
+    loss, match, q = critic_loss_fn(z, a, r, r_item, z2, goals, critic, actor_t, critic_t, GAMMA, 20.0)
+    loss_ref, match_ref, G_tgt = dense_loss(z, a, r, r_item, z2, G, critic, actor_t, critic_t, 20.0)
+    torch.testing.assert_close(loss, loss_ref)
+    torch.testing.assert_close(match, match_ref)
+    assert match > 0
+    padding = G[..., 0] == 0
+    assert torch.all(G_tgt[padding] == 0)  # no target on padding slots ...
+    # ... and the reward's own gate gradient is 2 R_item on active slots (checked on a constant-zero critic)
+    zero_t = copy.deepcopy(critic_t)
+    torch.nn.init.zeros_(zero_t.head[-1].weight)
+    torch.nn.init.zeros_(zero_t.head[-1].bias)
+    G_tgt = dense_loss(z, a, r, r_item, z2, G, critic, actor_t, zero_t, 20.0)[2]
+    torch.testing.assert_close(G_tgt, 2 * r_item)
+    # the weight gradients agree too (the double backward through the packed slots)
+    grads = torch.autograd.grad(loss, list(critic.parameters()))
+    grads_ref = torch.autograd.grad(loss_ref, list(critic.parameters()))
+    for g, g_ref in zip(grads, grads_ref):
+        torch.testing.assert_close(g, g_ref)
+
+
+def test_alpha_zero_is_the_ddpg_loss(nets):
+    actor, critic, actor_t, critic_t = nets
+    z, a, r, r_item, z2, goals, G = batch(2)
+    loss0, match0, q = critic_loss_fn(z, a, r, r_item, z2, goals, critic, actor_t, critic_t, GAMMA, 0.0)
+    loss_ref = dense_loss(z, a, r, r_item, z2, G, critic, actor_t, critic_t, 0.0)[0]
+    torch.testing.assert_close(loss0, loss_ref)
+    assert match0 == 0
+    loss, match, _ = critic_loss_fn(z, a, r, r_item, z2, goals, critic, actor_t, critic_t, GAMMA, 5.0)
+    torch.testing.assert_close(loss, loss0 + 5.0 * match)
+
+
+def test_the_encoder_is_trained_by_the_critic_loss_only(nets):
+    actor, critic, actor_t, critic_t = nets
+    z, a, r, r_item, z2, goals, _ = batch(3)
+    critic_loss = critic_loss_fn(z, a, r, r_item, z2, goals, critic, actor_t, critic_t, GAMMA, 20.0)[0]
+    expected = torch.autograd.grad(critic_loss, list(critic.encoder.parameters()))
+    args = type("Args", (), {"alpha": 20.0, "tau": 0.005})
+    actor_opt = torch.optim.SGD(actor.parameters(), lr=0.1)
+    critic_opt = torch.optim.SGD(critic.parameters(), lr=0.0)  # keep the critic fixed; look at its gradients
+    actor_before = copy.deepcopy(actor.state_dict())
+    update([z, a, r, r_item, z2, goals], actor, critic, actor_t, critic_t, actor_opt, critic_opt, args, GAMMA)
+    for p, g in zip(critic.encoder.parameters(), expected):
+        torch.testing.assert_close(p.grad, g)  # the actor loss added nothing to the encoder's gradient
+    assert any(not torch.equal(actor_before[k], v) for k, v in actor.state_dict().items())
+
+
+def test_buffer_rewards_come_from_the_env_and_match_step():
+    env = envs.make("DriveSeek")
+    ob, _ = env.reset(seed=3)
+    rng = np.random.default_rng(0)
+    z, ag, rewards = [np.r_[ob["achieved_goal"], ob["observation"]]], [ob["achieved_goal"]], []
+    for t in range(40):
+        ob, r, *_ = env.step(rng.uniform(-1, 1, 1).astype(np.float32))
+        z.append(np.r_[ob["achieved_goal"], ob["observation"]])
+        ag.append(ob["achieved_goal"])
+        rewards.append(r)
+    buffer = EpisodeBuffer(400, 40, 6, 2, 600, 1, env.unwrapped, rng)
+    buffer.store(np.array(z)[None], np.array(ag)[None], ob["desired_goal"][None], np.zeros((1, 40, 1)))
+    zs, _, r, r_item, _, _ = buffer.sample(256)
+    t = [np.flatnonzero((np.array(z)[:-1] == row).all(1))[0] for row in zs]  # positions are unique floats
+    np.testing.assert_array_equal(r, np.array(rewards)[t])
+    assert set(np.unique(r_item)) <= {0.0, 1.0} and r.sum() > 0
+
+
+def test_smoke_driveseek_and_noisyseek_save_and_reload(run, tmp_path):
+    tiny = ["--total-timesteps", "160", "--learning-starts", "80", "--eval-interval", "80", "--batch-size", "16",
+            "--encoder-dim", "16", "--head-dim", "16", "--n-test-rollouts", "2"]
+    train_save_and_reload(run, tmp_path, ["multi_reengage.py"], "DriveSeek", *tiny, n_test=2)
+    out = run("multi_reengage.py", "--env", "NoisySeek", "--alpha", "0", *tiny)
+    assert out.returncode == 0 and "step      160/160" in out.stdout, out.stderr
+
+
+@pytest.mark.parametrize("args,message", [(["--env", "FetchReach"], "no per-goal reward"),
+                                          (["--env", "ContinuousSeek"], "no per-goal reward"),
+                                          (["--env", "DriveSeek", "--batch-size", "0"], "--batch-size must be positive"),
+                                          (["--env", "DriveSeek", "--alpha", "-1"], "--alpha"),
+                                          (["--eval-checkpoint", "nope.pt"], "no checkpoint at nope.pt")])
+def test_bad_input_gets_a_one_line_error(run, args, message):
+    assert_one_line_error(run("multi_reengage.py", *args), message)

@@ -354,7 +354,8 @@ def conjugate_gradient(Avp, b, iters=10, residual_tol=1e-10):
 
 def trust_region_step(policy, batch, args, rng):
     """Maximise the surrogate within K(theta) <= delta (App. D.2): CG on the Hessian of K, scale to the boundary,
-    backtrack. Returns (K after the step, the step fraction taken (0: rolled back), surrogate improvement)."""
+    backtrack. Returns (K after the step, the step fraction taken (0: rolled back), surrogate improvement, the
+    parameter step's norm)."""
     x, a, logp_old, adv_w, kl_w = batch
     params = [p for p in policy.parameters()]
 
@@ -379,7 +380,7 @@ def trust_region_step(policy, batch, args, rng):
     shs = 0.5 * step_dir @ hessian_vector(step_dir)
     old = nn.utils.parameters_to_vector(params).detach()
     if not shs > 0:  # possible only with the log-ratio estimate, whose Hessian need not be PSD
-        return kl().item(), 0.0, 0.0
+        return kl().item(), 0.0, 0.0, 0.0
     step = torch.sqrt(args.max_kl / shs) * step_dir  # K ~ 1/2 s'Hs = delta at the full step
     expected, L0 = (g @ step).item(), loss.item()
     with torch.no_grad():
@@ -387,9 +388,9 @@ def trust_region_step(policy, batch, args, rng):
             nn.utils.vector_to_parameters(old + 0.5**k * step, params)
             improvement, K = surrogate().item() - L0, kl().item()
             if improvement > 0 and improvement / (0.5**k * expected) > 0.1 and 0 < K < 1.5 * args.max_kl:
-                return K, 0.5**k, improvement
+                return K, 0.5**k, improvement, 0.5**k * step.norm().item()
         nn.utils.vector_to_parameters(old, params)  # roll back
-    return 0.0, 0.0, 0.0
+    return 0.0, 0.0, 0.0, 0.0
 
 
 def build_batch(obs, ag, g, actions, logp, ep_len, policy, critic, o_norm, g_norm, env, T_max, gamma, args, rng,
@@ -566,21 +567,24 @@ def main(args):
                 if args.algo == "hpg":
                     x, a, logp_old, adv_w, _ = policy_batch
                     loss = -(torch.exp(policy.log_prob(x, a) - logp_old) * adv_w).mean()
+                    before = nn.utils.parameters_to_vector(policy.parameters()).detach()
                     policy_opt.zero_grad()
                     loss.backward()
                     policy_opt.step()
-                    kl_after, frac, improvement = 0.0, 1.0, -loss.item()
+                    step_norm = (nn.utils.parameters_to_vector(policy.parameters()) - before).norm().item()
+                    metrics = {"step_norm": step_norm}
                 else:
-                    kl_after, frac, improvement = trust_region_step(policy, policy_batch, args, rng)
+                    kl_after, frac, improvement, step_norm = trust_region_step(policy, policy_batch, args, rng)
+                    metrics = {"kl_estimate": kl_after, "step_fraction": frac,  # fraction 0: rolled back
+                               "surrogate_improvement": improvement, "step_norm": step_norm}
                 for _ in range(args.critic_iters):
                     critic_loss = (critic(x_v).squeeze(-1) - target_v).pow(2).mean()
                     critic_opt.zero_grad()
                     critic_loss.backward()
                     critic_opt.step()
-                writer.add_scalar("losses/critic_loss", critic_loss.item(), global_step)
-                writer.add_scalar("losses/kl_estimate", kl_after, global_step)
-                writer.add_scalar("losses/step_fraction", frac, global_step)  # 0 = line search rolled back
-                writer.add_scalar("losses/surrogate_improvement", improvement, global_step)
+                metrics["critic_loss"] = critic_loss.item()
+                for key, value in metrics.items():
+                    writer.add_scalar(f"losses/{key}", value, global_step)
             for key, value in stats.items():
                 writer.add_scalar(f"stats/{key}", value, global_step)
             if args.normalize:

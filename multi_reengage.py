@@ -27,12 +27,13 @@ R_item = 0, so dropping it changes no value or gradient; the gradient error is s
 in {0, 1}, b and b^2 pool to the same h, so the actor reuses the critic's pooled embedding (detached).
 
 Deviations from the paper (../shared/specs/reengage.md §1.6, Table 4): updates run after each collected episode,
-one per env step collected (the paper: one after every env step; same count). The defaults are a CPU demo, smaller
-than Table 4 (encoder 2 x 128, embedding 20, heads 128, batch 64, 60k env steps); `--paper` restores Table 4's widths
-and batch (2 x 400, heads 400, batch 256), which cost about 60x more per update and ran on a GPU in the paper.
+one per env step collected (the paper: one after every env step; same count). The defaults are smaller than Table 4
+so that a run fits a CPU: encoder 2 x 64, embedding 20, heads 64, batch 64, 40k env steps (about 15 min on 2 cores),
+against 2 x 400, 20, 400, batch 256 and 160k steps. `--paper` restores Table 4's widths and batch; they cost about
+0.9 s per update on this CPU (the paper ran on a GPU).
 
 Usage:
-  python multi_reengage.py                                        # DriveSeek, alpha 20, 60k env steps
+  python multi_reengage.py                                        # DriveSeek, alpha 20, 40k env steps
   python multi_reengage.py --alpha 0                              # the DDPG baseline, same architecture
   python multi_reengage.py --env NoisySeek --alpha 100            # noise 0.1 there (Table 4)
   python multi_reengage.py --paper --total-timesteps 160000 --cuda # Table 4 exactly
@@ -65,7 +66,7 @@ class Args:
     """Multi-ReenGAGE weight of mean_{batch, n_max slots} (dQ/db - dy/db)^2; 0 gives the DDPG baseline"""
     seed: int = 1
     """seed of random, numpy, torch and the envs"""
-    total_timesteps: int = 60_000
+    total_timesteps: int = 40_000
     """training env steps, all envs counted"""
     num_envs: int = 1
     """parallel envs; each cycle collects one episode from each, then one gradient step per env step collected"""
@@ -83,11 +84,11 @@ class Args:
     """Adam learning rate of actor and critic"""
     noise_std: Optional[float] = None
     """std of the Gaussian exploration noise; default 0.05 on DriveSeek, 0.1 elsewhere (Table 4)"""
-    encoder_dim: int = 128
+    encoder_dim: int = 64
     """units of the encoder's two hidden layers (Table 4: 400)"""
     embed_dim: int = 20
     """per-goal embedding size"""
-    head_dim: int = 128
+    head_dim: int = 64
     """units of the actor's and the critic's one hidden layer (Table 4: 400)"""
     paper: bool = False
     """Table 4's network widths and batch: encoder 400, heads 400, batch 256 (overrides those three flags)"""
@@ -361,7 +362,7 @@ def main(args):
         target.requires_grad_(False)  # never optimised; the gate gradient needs gradients w.r.t. b only
     actor_opt = torch.optim.Adam(actor.parameters(), lr=args.lr, fused=True)  # fused: faster small updates
     critic_opt = torch.optim.Adam(critic.parameters(), lr=args.lr, fused=True)
-    z_dim = critic.encoder[0].in_features - 2
+    z_dim = ag_dim + env.observation_space["observation"].shape[0]
     buffer = EpisodeBuffer(args.buffer_size, T, z_dim, ag_dim, goal_dim, act_dim, env.unwrapped, rng)
 
     run_name = f"{args.env.replace(':', '_')}__multi_reengage__{args.seed}__{int(time.time())}"

@@ -2,6 +2,7 @@
 spec's equations, alpha = 0, the encoder trained by the critic only, then the script as a user runs it."""
 
 import copy
+import re
 
 import numpy as np
 import pytest
@@ -165,3 +166,13 @@ def test_smoke_driveseek_and_noisyseek_save_and_reload(run, tmp_path):
                                           (["--eval-checkpoint", "nope.pt"], "no checkpoint at nope.pt")])
 def test_bad_input_gets_a_one_line_error(run, args, message):
     assert_one_line_error(run("multi_reengage.py", *args), message)
+
+
+@pytest.mark.slow
+def test_learns_driveseek_at_40k_steps(run):
+    """Opt-in (-m slow; ~15 min): the default run lifts the average reward from the untrained 9.1 to >= 13 by 40k
+    env steps. Measured on seed 1: 9.1 up to 20k steps, then 10.5, 11.0, 13.5, 12.6, 15.7 at 24k-40k. No smaller
+    setting learnt fast enough for the default test run (see the closing note of the issue)."""
+    out = run("multi_reengage.py", timeout=3600)
+    assert out.returncode == 0, out.stderr
+    assert float(re.findall(r"return +(\d+\.\d+)", out.stdout)[-1]) >= 13.0, out.stdout

@@ -38,18 +38,22 @@ def test_algorithm_files_import_only_libraries_and_envs():
                     assert top in allowed or top in __import__("sys").stdlib_module_names, f"{name} imports {module}"
 
 
-LONG_RUNS = {
-    "her_ddpg.py": ["--n-cycles", "1"],
-    "reengage.py": ["baselines", "--n-cycles", "1"],
-    "hem.py": ["--eval-interval", "100"],
-    "mher.py": ["--n-cycles", "1", "--random-episodes", "1", "--dyn-warmup", "1"],
+LONG_RUNS = {  # arguments that print an evaluation line soon and then train for a long time
+    "her_ddpg.py": ["--env", "Point2D", "--n-cycles", "1", "--hidden-dim", "32"],
+    "reengage.py": ["baselines", "--env", "Point2D", "--n-cycles", "1", "--hidden-dim", "32"],
+    "hem.py": ["--env", "Point2D", "--eval-interval", "100", "--hidden-dim", "32"],
+    "mher.py": ["--env", "Point2D", "--n-cycles", "1", "--random-episodes", "1", "--dyn-warmup", "1", "--hidden-dim",
+                "32"],
+    "hdm.py": ["--env", "Point2D", "--eval-interval", "100", "--random-episodes", "1", "--hidden-dims", "32", "32"],
+    "htrpo.py": ["--env", "BitFlip:n=4", "--steps-per-iter", "40", "--eval-interval", "40", "--hidden-dims", "32"],
+    "multi_reengage.py": ["--env", "DriveSeek", "--learning-starts", "40", "--eval-interval", "80", "--encoder-dim",
+                          "16", "--head-dim", "16", "--n-test-rollouts", "2"],
 }
 
 
 @pytest.mark.parametrize("script", sorted(LONG_RUNS))
 def test_ctrl_c_saves_the_checkpoint(tmp_path, script):
-    args = [*LONG_RUNS[script], "--env", "Point2D", "--save-model", "--total-timesteps", "10000000", "--hidden-dim",
-            "32"]
+    args = [*LONG_RUNS[script], "--save-model", "--total-timesteps", "10000000"]
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, script), *args], cwd=tmp_path,
                             env={**os.environ, "PYTHONPATH": ROOT}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
@@ -73,6 +77,11 @@ SHORT_RUNS = {  # a few evaluations' worth of training, and the checkpoint entry
                  "--n-batches", "2", "--dyn-warmup", "2", "--n-test-rollouts", "2", "--hidden-dim", "32"], "actor"),
     "hdm.py": (["--env", "FourRooms", "--total-timesteps", "300", "--random-episodes", "2", "--eval-interval", "100",
                 "--n-test-rollouts", "2", "--hidden-dims", "32", "32"], "q_net"),
+    "htrpo.py": (["--env", "BitFlip:n=4,start=zeros", "--total-timesteps", "240", "--steps-per-iter", "40",
+                  "--eval-interval", "80", "--n-test-rollouts", "10", "--hidden-dims", "16"], "policy"),
+    "multi_reengage.py": (["--env", "NoisySeek", "--total-timesteps", "240", "--learning-starts", "80",
+                           "--eval-interval", "80", "--batch-size", "16", "--encoder-dim", "16", "--head-dim", "16",
+                           "--n-test-rollouts", "3"], "actor"),
 }
 
 

@@ -1,0 +1,50 @@
+"""benchmarks/run.py and report.py: the experiment list runs in parallel, resumes, and turns into a report."""
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+
+TINY = """
+[[experiment]]
+name = "tiny"
+paper = "HTRPO"
+claim = "a claim"
+seeds = [1]
+common = ["--env", "BitFlip:n=3,start=zeros", "--total-timesteps", "60", "--steps-per-iter", "30",
+          "--eval-interval", "30", "--n-test-rollouts", "4", "--hidden-dims", "8"]
+arms = { "HTRPO" = ["htrpo.py"], "TRPO (no hindsight)" = ["htrpo.py", "--algo", "trpo"] }
+
+[[experiment]]
+name = "later"
+paper = "x"
+claim = "y"
+arms = { "A" = ["htrpo.py"] }
+"""
+
+
+def bench(tmp_path, script, *args):
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", script), "--experiments",
+                          str(tmp_path / "exp.toml"), "--results", str(tmp_path / "results"), *args],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_runner_resumes_and_the_report_reads_the_runs_back(tmp_path):
+    (tmp_path / "exp.toml").write_text(TINY)
+    listing = bench(tmp_path, "run.py", "--list").splitlines()
+    assert len(listing) == 2 + 3 and "--algo trpo --seed 1 --torch-threads 1" in listing[1]
+    assert "2 runs, 0 already finished, 2 to go" in bench(tmp_path, "run.py", "--only", "tiny", "--jobs", "2")
+    done = tmp_path / "results" / "tiny" / "TRPO__no_hindsight_" / "seed1" / "done.json"
+    assert json.loads(done.read_text())["command"][-4:] == ["--seed", "1", "--torch-threads", "1"]
+    done.unlink()  # as if that run had been cut off
+    assert "2 runs, 1 already finished, 1 to go" in bench(tmp_path, "run.py", "--only", "tiny")
+    assert done.exists()
+    bench(tmp_path, "report.py", "--out", str(tmp_path / "docs"))
+    report = (tmp_path / "docs" / "results.md").read_text()
+    assert "## tiny" in report and "| HTRPO | 1 |" in report and "| TRPO (no hindsight) | 1 |" in report
+    assert "`later`" in report.split("## Not run yet")[1]
+    assert (tmp_path / "docs" / "img" / "tiny.png").stat().st_size > 1000

@@ -305,7 +305,7 @@ def relabel(ag, ep_len, goals, env, T_max, dense=False, pairs=None):
     """Replay each episode i under each goal j (Sec. 2.3). ag [N, T+1, d], goals [M, d]; pairs [N, M] says which
     (episode, goal) pairs to build (default all). Returns valid [N, M, T] (step t kept), the rewards r' and the
     terminal flags done', all [N, M, T], and the kept pairs [N, M]."""
-    N, T = ep_len.shape[0], ag.shape[1] - 1
+    T = ag.shape[1] - 1
     ag_next, g = np.broadcast_arrays(ag[:, None, 1:], goals[None, :, None])  # [N, M, T, d]
     in_episode = np.arange(T)[None, None] < ep_len[:, None, None]
     hit = (env.compute_reward(ag_next, g, None) == 0) & in_episode
@@ -397,9 +397,8 @@ def build_batch(obs, ag, g, actions, logp, ep_len, policy, critic, o_norm, g_nor
                 device):
     """The hindsight batch (Alg. 3): goals, relabelled rewards, frozen log pi~(a | s, g'), IS weights, TD(0)
     advantages. Returns the policy batch, the critic's inputs and targets, and statistics."""
-    N, T = ep_len.shape[0], actions.shape[1]
     if args.algo == "trpo":  # no hindsight: episode i under its own goal only
-        goals, pairs = g, np.eye(N, dtype=bool)
+        goals, pairs = g, np.eye(len(ep_len), dtype=bool)
     else:
         goals, pairs = hindsight_goals(ag, ep_len, g, args, rng), None
     valid, reward, done, keep = relabel(ag, ep_len, goals, env, T_max, args.dense, pairs)

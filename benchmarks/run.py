@@ -5,10 +5,11 @@
     python benchmarks/run.py --list                   # one shell command per run (for a cluster launcher)
     python benchmarks/run.py --index 7                # only run number 7 of the list (a Slurm array task)
 
-Each run lives in benchmarks/results/<experiment>/<arm>/seed<k>/: the script runs there (so its TensorBoard files
-land in runs/), with its console output in stdout.log and, once it has finished, done.json. Running again resumes:
-finished runs are skipped and a run cut off half-way is started again from scratch. benchmarks/report.py reads the
-results back from the event files.
+An experiment with `minutes = m` has a wall-time budget: its runs are stopped after m minutes (SIGTERM: the script
+saves and exits) and count as finished. Each run lives in benchmarks/results/<experiment>/<arm>/seed<k>/: the
+script runs there (so its TensorBoard files land in runs/), with its console output in stdout.log and, once it has
+finished, done.json. Running again resumes: finished runs are skipped and a run cut off half-way is started again
+from scratch. benchmarks/report.py reads the results back from the event files.
 """
 
 import argparse
@@ -45,7 +46,7 @@ def runs(experiments, only="", results=RESULTS):
                 head = arm_args[:1] if arm_args and not arm_args[0].startswith("-") else []
                 args = [*head, *exp.get("common", []), *arm_args[len(head):], "--seed", str(seed),
                         "--torch-threads", "1"]
-                out.append({"experiment": exp["name"], "arm": arm, "seed": seed,
+                out.append({"experiment": exp["name"], "arm": arm, "seed": seed, "minutes": exp.get("minutes"),
                             "dir": os.path.join(results, exp["name"], re.sub(r"[^\w.+-]", "_", arm), f"seed{seed}"),
                             "command": [sys.executable, os.path.join(ROOT, script), *args]})
     return out
@@ -61,15 +62,23 @@ def execute(run):
         return 0
     shutil.rmtree(run["dir"], ignore_errors=True)  # a run cut off half-way starts again
     os.makedirs(run["dir"])
-    start = time.time()
+    start, out_of_time = time.time(), False
     with open(os.path.join(run["dir"], "stdout.log"), "w") as log:
-        rc = subprocess.call(run["command"], cwd=run["dir"], stdout=log, stderr=subprocess.STDOUT,
-                             env={**os.environ, "PYTHONPATH": ROOT})
+        proc = subprocess.Popen(run["command"], cwd=run["dir"], stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONPATH": ROOT})
+        try:
+            rc = proc.wait(timeout=run["minutes"] and 60 * run["minutes"])
+        except subprocess.TimeoutExpired:  # a wall-time budget: SIGTERM makes the script stop like Ctrl-C does
+            out_of_time = True
+            proc.terminate()
+            proc.wait()
+            rc = 0  # stopped by its budget: finished (even if SIGTERM came before the script could catch it)
     with open(os.path.join(run["dir"], "stdout.log")) as log:
-        interrupted = "interrupted at step" in log.read()  # Ctrl-C reached the script too: it saved and exited 0
+        # Ctrl-C reaches the script too: it saves and exits 0, but the run is not finished
+        interrupted = "interrupted at step" in log.read() and not out_of_time
     if rc == 0 and not interrupted:
         with open(os.path.join(run["dir"], "done.json"), "w") as f:
-            json.dump({"command": run["command"], "wall_time": time.time() - start,
+            json.dump({"command": run["command"], "wall_time": time.time() - start, "out_of_time": out_of_time,
                        "finished": time.strftime("%Y-%m-%d %H:%M:%S")}, f)
     rc = rc or int(interrupted)
     print(f"{'done' if rc == 0 else f'FAILED ({rc})'}: {run['experiment']} / {run['arm']} / seed {run['seed']} "
@@ -98,8 +107,11 @@ def main():
     left = [run for run in todo if not finished(run)]
     print(f"{len(todo)} runs, {len(todo) - len(left)} already finished, {len(left)} to go, {args.jobs} at a time",
           flush=True)
-    with ThreadPoolExecutor(args.jobs) as pool:
-        failed = sum(rc != 0 for rc in pool.map(execute, left))
+    try:
+        with ThreadPoolExecutor(args.jobs) as pool:
+            failed = sum(rc != 0 for rc in pool.map(execute, left))
+    except KeyboardInterrupt:  # the runs got the Ctrl-C too and have stopped; rerunning resumes
+        sys.exit("interrupted; run the same command again to resume")
     print(f"finished; {failed} failed" if failed else "finished", flush=True)
     return int(failed > 0)
 

@@ -1,4 +1,5 @@
-"""benchmarks/run.py and report.py: the experiment list runs in parallel, resumes, and turns into a report."""
+"""benchmarks/run.py and report.py: the experiment list runs in parallel, resumes, honours wall-time budgets, and
+turns into a report."""
 
 import json
 import os
@@ -16,6 +17,16 @@ seeds = [1]
 common = ["--env", "BitFlip:n=3,start=zeros", "--total-timesteps", "60", "--steps-per-iter", "30",
           "--eval-interval", "30", "--n-test-rollouts", "4", "--hidden-dims", "8"]
 arms = { "HTRPO" = ["htrpo.py"], "TRPO (no hindsight)" = ["htrpo.py", "--algo", "trpo"] }
+
+[[experiment]]
+name = "tiny-budget"
+paper = "HTRPO"
+claim = "a wall-time budget"
+seeds = [1]
+minutes = 0.15
+common = ["--env", "BitFlip:n=3,start=zeros", "--total-timesteps", "100000000", "--steps-per-iter", "30",
+          "--eval-interval", "30", "--n-test-rollouts", "4", "--hidden-dims", "8"]
+arms = { "HTRPO" = ["htrpo.py"] }
 
 [[experiment]]
 name = "later"
@@ -36,12 +47,14 @@ def bench(tmp_path, script, *args):
 def test_runner_resumes_and_the_report_reads_the_runs_back(tmp_path):
     (tmp_path / "exp.toml").write_text(TINY)
     listing = bench(tmp_path, "run.py", "--list").splitlines()
-    assert len(listing) == 2 + 3 and "--algo trpo --seed 1 --torch-threads 1" in listing[1]
-    assert "2 runs, 0 already finished, 2 to go" in bench(tmp_path, "run.py", "--only", "tiny", "--jobs", "2")
+    assert len(listing) == 2 + 1 + 3 and "--algo trpo --seed 1 --torch-threads 1" in listing[1]
+    assert "3 runs, 0 already finished, 3 to go" in bench(tmp_path, "run.py", "--only", "tiny", "--jobs", "2")
     done = tmp_path / "results" / "tiny" / "TRPO__no_hindsight_" / "seed1" / "done.json"
     assert json.loads(done.read_text())["command"][-4:] == ["--seed", "1", "--torch-threads", "1"]
+    budget = json.loads((tmp_path / "results" / "tiny-budget" / "HTRPO" / "seed1" / "done.json").read_text())
+    assert budget["out_of_time"] and 8 < budget["wall_time"] < 60  # stopped by its 9 s budget, yet finished
     done.unlink()  # as if that run had been cut off
-    assert "2 runs, 1 already finished, 1 to go" in bench(tmp_path, "run.py", "--only", "tiny")
+    assert "3 runs, 2 already finished, 1 to go" in bench(tmp_path, "run.py", "--only", "tiny")
     assert done.exists()
     bench(tmp_path, "report.py", "--out", str(tmp_path / "docs"))
     report = (tmp_path / "docs" / "results.md").read_text()

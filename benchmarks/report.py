@@ -53,8 +53,11 @@ def summarise(exp, results):
         if curve is None:
             continue
         with open(os.path.join(run["dir"], "done.json")) as f:
-            wall = json.load(f)["wall_time"]
-        arm = arms.setdefault(run["arm"], {"curves": [], "final": [], "steps": [], "wall": [], "sps": []})
+            done = json.load(f)
+        wall = done["wall_time"]
+        arm = arms.setdefault(run["arm"], {"curves": [], "final": [], "steps": [], "wall": [], "sps": [], "notes": []})
+        if "note" in done:  # a run made outside the runner, by the same command
+            arm["notes"].append((done["note"], f"{run['arm']} seed {run['seed']}"))
         arm["curves"].append(curve)
         arm["final"].append(curve[1][-3:].mean())
         arm["steps"].append(curve[0][-1])
@@ -121,6 +124,12 @@ def main():
                            f"{np.mean(arm['wall']) / 60:.1f} min | {np.nanmean(arm['sps']):.0f} |")
         image = f"img/{exp['name']}.png"
         plot(exp, metric, arms, os.path.join(args.out, image))
+        notes = {}
+        for arm in arms.values():
+            for text, which in arm["notes"]:
+                notes.setdefault(text, []).append(which)
+        for text, which in notes.items():
+            lines += ["", f"Note: {', '.join(which)}: {text}."]
         lines += ["", f"![{exp['name']}]({image})", ""]
         if "notes" in exp:
             lines += [exp["notes"], ""]

@@ -35,7 +35,7 @@ Defaults per env (flags left unset; htrpo.md §8, measured there on this kind of
   other tasks        steps/iter 256, all goals (at most 64), gamma 0.95, damping 1e-3, [64, 64] tanh, no normaliser
   every env          delta = 1e-3, 10 CG iterations, 10 backtracks, critic Adam 5e-4 (10 steps; 20 on Fetch)
 --paper gives Tables 2-3: delta 2e-5, 3200 steps/iter (1600 discrete), N_g 100, 3 x 256, 20 critic steps.
-Deviations from the paper: delta 1e-3 by default (2e-5 only moves after ~1e6 steps; the paper ran 2e6); the
+Deviations from the paper: delta 1e-3 by default (2e-5 suits the paper's larger batches and 2e6-step budget); the
 Fisher-vector products use a random 20 % of the samples (--fvp-subsample; baselines' TRPO does the same); whole
 episodes are collected until a batch holds >= steps/iter env steps (the code cuts the last one); gamma^t rather than
 the code's gamma^(t+1) (a constant factor); "--dense" is our reading of the paper's undefined dense reward.

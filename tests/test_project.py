@@ -57,9 +57,13 @@ def test_ctrl_c_saves_the_checkpoint(tmp_path, script):
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, script), *args], cwd=tmp_path,
                             env={**os.environ, "PYTHONPATH": ROOT}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    assert proc.stdout.readline().startswith("epoch")  # training is under way
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    try:
+        assert proc.stdout.readline().startswith("epoch")  # training is under way
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=180)
+    finally:  # never leave a 10M-step run behind: it would slow every later test
+        proc.kill()
+        proc.wait()
     assert proc.returncode == 0, err
     assert "interrupted at step" in out and "Traceback" not in err
     assert glob.glob(str(tmp_path / "runs" / "*" / script.replace(".py", ".pt")))

@@ -428,6 +428,7 @@ def main(args):
             writer.add_scalar("eval/success_rate", sr, global_step)
             writer.add_scalar("eval/episodic_return", eval_ret, global_step)
             writer.add_scalar("charts/SPS", sps, global_step)
+            writer.add_scalar("charts/gradient_steps", grad_steps, global_step)
             writer.add_scalar("charts/episodes", episodes, global_step)
             left = elapsed / global_step * max(args.total_timesteps - global_step, 0)
             gate = f" | gate {stats['gate_fraction']:.2f}" if "gate_fraction" in stats else ""

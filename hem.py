@@ -487,7 +487,7 @@ def main(args):
     def inputs(o, g):
         return np.concatenate([o_norm(o), g_norm(g)], -1)
 
-    global_step, epoch, start_time, sr = 0, 0, time.time(), 0.0
+    global_step, grad_steps, epoch, start_time, sr = 0, 0, 0, time.time(), 0.0
     try:
         while global_step < args.total_timesteps:
             # collect N episodes with exploration (Alg. 1 line 3), store them, update the normalisers
@@ -511,6 +511,7 @@ def main(args):
 
             # U gradient steps (Alg. 1 lines 4-5): each draws a fresh q_h minibatch (E-step) and steps the M-step loss
             for _ in range(args.n_batches):
+                grad_steps += 1
                 o_h, a_h, _, _, g_h, _ = buffer.sample(args.batch_size, 1.0)  # q_h: relabel probability 1
                 x_h, a_h = to_tensor(inputs(o_h, g_h), a_h)
                 if not hybrid:
@@ -550,6 +551,7 @@ def main(args):
             writer.add_scalar("eval/success_rate", sr, global_step)
             writer.add_scalar("eval/episodic_return", eval_ret, global_step)
             writer.add_scalar("charts/SPS", sps, global_step)
+            writer.add_scalar("charts/gradient_steps", grad_steps, global_step)
             writer.add_scalar("charts/episodes", buffer.size, global_step)
             left = elapsed / global_step * max(args.total_timesteps - global_step, 0)
             print(f"epoch {epoch:>3} | step {global_step:>8}/{args.total_timesteps} | success {sr:.2f} | "

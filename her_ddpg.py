@@ -398,7 +398,7 @@ def main(args):
     def to_tensor(*arrays):
         return [torch.as_tensor(a, device=device) for a in arrays]
 
-    global_step, cycle, start_time, sr = 0, 0, time.time(), 0.0
+    global_step, grad_steps, cycle, start_time, sr = 0, 0, 0, time.time(), 0.0
     try:
         while global_step < args.total_timesteps:
             # collect one episode per env with exploration, store it, update the normalisers
@@ -421,6 +421,7 @@ def main(args):
                 x2 = np.concatenate([o_norm(o2), g_n], -1)
                 losses = ddpg_update(to_tensor(x, a, r, x2, d), actor, critic, actor_target, critic_target,
                                      actor_opt, critic_opt, args, gamma)
+                grad_steps += 1
             with torch.no_grad():
                 for net, target in ((actor, actor_target), (critic, critic_target)):
                     for p, p_t in zip(net.parameters(), target.parameters()):
@@ -443,6 +444,7 @@ def main(args):
             writer.add_scalar("eval/success_rate", sr, global_step)
             writer.add_scalar("eval/episodic_return", eval_ret, global_step)
             writer.add_scalar("charts/SPS", sps, global_step)
+            writer.add_scalar("charts/gradient_steps", grad_steps, global_step)
             writer.add_scalar("charts/episodes", buffer.size, global_step)
             writer.add_scalar("charts/epoch", epoch, global_step)
             left = elapsed / global_step * max(args.total_timesteps - global_step, 0)

@@ -538,7 +538,7 @@ def main(args):
     writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
     ckpt_path = f"runs/{run_name}/htrpo.pt"
 
-    global_step, epoch, start_time, sr = 0, 0, time.time(), 0.0
+    global_step, grad_steps, epoch, start_time, sr = 0, 0, 0, time.time(), 0.0
     seconds = {"simulate": 0.0, "relabel": 0.0, "optimise": 0.0}  # where the training time goes
     try:
         while global_step < args.total_timesteps:
@@ -576,6 +576,7 @@ def main(args):
                     kl_after, frac, improvement, step_norm = trust_region_step(policy, policy_batch, args, rng)
                     metrics = {"kl_estimate": kl_after, "step_fraction": frac,  # fraction 0: rolled back
                                "surrogate_improvement": improvement, "step_norm": step_norm}
+                grad_steps += 1  # policy updates; the critic takes critic_iters steps on each batch
                 for _ in range(args.critic_iters):
                     critic_loss = (critic(x_v).squeeze(-1) - target_v).pow(2).mean()
                     critic_opt.zero_grad()
@@ -603,6 +604,7 @@ def main(args):
             writer.add_scalar("eval/reached_rate", reached, global_step)
             writer.add_scalar("eval/episodic_return", eval_ret, global_step)
             writer.add_scalar("charts/SPS", sps, global_step)
+            writer.add_scalar("charts/gradient_steps", grad_steps, global_step)
             total = sum(seconds.values())
             for key, value in seconds.items():
                 writer.add_scalar(f"time/{key}_share", value / total, global_step)

@@ -504,7 +504,7 @@ def main(args):
     def inputs(o, g):
         return np.concatenate([o_norm(o), g_norm(g)], -1)
 
-    global_step, cycle, episodes, start_time, sr = 0, 0, 0, time.time(), 0.0
+    global_step, grad_steps, cycle, episodes, start_time, sr = 0, 0, 0, 0, time.time(), 0.0
     goal_idx, model_loss = None, float("nan")
     try:
         while global_step < args.total_timesteps:
@@ -535,6 +535,7 @@ def main(args):
 
             # a burst of updates on relabelled batches, then one Polyak update of both targets
             for _ in range(args.n_batches):
+                grad_steps += 1  # of the actor and critic (GCSL: the actor); model steps are not counted
                 o, a, o2, ag2, g_b = buffer.sample(args.batch_size, future_p)
                 if args.algo == "gcsl":
                     losses = gcsl_update(*to_tensor(inputs(o, g_b), a), actor, actor_opt)
@@ -581,6 +582,7 @@ def main(args):
             writer.add_scalar("eval/success_rate", sr, global_step)
             writer.add_scalar("eval/episodic_return", eval_ret, global_step)
             writer.add_scalar("charts/SPS", sps, global_step)
+            writer.add_scalar("charts/gradient_steps", grad_steps, global_step)
             writer.add_scalar("charts/episodes", episodes, global_step)
             writer.add_scalar("charts/epoch", epoch, global_step)
             left = elapsed / global_step * max(args.total_timesteps - global_step, 0)

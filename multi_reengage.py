@@ -371,7 +371,7 @@ def main(args):
     writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
     ckpt_path = f"runs/{run_name}/multi_reengage.pt"
 
-    global_step, epoch, start_time, ret_eval, losses = 0, 0, time.time(), 0.0, None
+    global_step, grad_steps, epoch, start_time, ret_eval, losses = 0, 0, 0, time.time(), 0.0, None
     try:
         while global_step < args.total_timesteps:
             # collect one episode per env (uniform random actions during warm-up) and store it
@@ -390,6 +390,7 @@ def main(args):
                 batch = [torch.as_tensor(x, device=device) for x in buffer.sample(args.batch_size)]
                 losses = update(batch, actor, critic, actor_target, critic_target, actor_opt, critic_opt, args,
                                 args.gamma)
+                grad_steps += 1
             if global_step // args.eval_interval == (global_step - steps) // args.eval_interval and \
                     global_step < args.total_timesteps:
                 continue
@@ -407,6 +408,7 @@ def main(args):
             writer.add_scalar("eval/success_rate", sr, global_step)
             writer.add_scalar("eval/episodic_return", ret_eval, global_step)
             writer.add_scalar("charts/SPS", sps, global_step)
+            writer.add_scalar("charts/gradient_steps", grad_steps, global_step)
             left = elapsed / global_step * max(args.total_timesteps - global_step, 0)
             print(f"epoch {epoch:>3} | step {global_step:>8}/{args.total_timesteps} | success {sr:.2f} | "
                   f"return {ret_eval:7.2f} | SPS {sps:>5} | {elapsed:5.0f}s elapsed, ~{left:.0f}s left", flush=True)

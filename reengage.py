@@ -558,7 +558,7 @@ def main(args):
     def to_tensor(*arrays):
         return [torch.as_tensor(a, device=device) for a in arrays]
 
-    global_step, cycle, start_time, sr = 0, 0, time.time(), 0.0
+    global_step, grad_steps, cycle, start_time, sr = 0, 0, 0, time.time(), 0.0
     try:
         while global_step < args.total_timesteps:
             # collect one episode per env with exploration, store it, update the normalisers
@@ -584,6 +584,7 @@ def main(args):
                 else:
                     losses = ddpg_update(batch, actor, critic, actor_target, critic_target, actor_opt, critic_opt,
                                          g_norm, args, gamma)
+                grad_steps += 1
             with torch.no_grad():
                 for net, target in targets:
                     for p, p_t in zip(net.parameters(), target.parameters()):
@@ -608,6 +609,7 @@ def main(args):
             writer.add_scalar("eval/success_rate", sr, global_step)
             writer.add_scalar("eval/episodic_return", eval_ret, global_step)
             writer.add_scalar("charts/SPS", sps, global_step)
+            writer.add_scalar("charts/gradient_steps", grad_steps, global_step)
             writer.add_scalar("charts/episodes", buffer.size, global_step)
             writer.add_scalar("charts/epoch", epoch, global_step)
             left = elapsed / global_step * max(args.total_timesteps - global_step, 0)

@@ -3,8 +3,9 @@
     python benchmarks/report.py [--experiments benchmarks/experiments.toml] [--results benchmarks/results] [--out docs]
 
 Per experiment of benchmarks/experiments.toml: the paper's claim, a table of our numbers per arm (final value =
-mean of the last three evaluations of each seed, then mean +- std over seeds; env steps; wall time; env steps per
-second) and one PNG with the curves against env steps and against wall time (thin lines: seeds; thick: their mean).
+mean of the last three evaluations of each seed, then mean +- std over seeds; env steps; gradient steps, i.e. the
+actor's or policy's updates as logged in `charts/gradient_steps`; wall time; env steps per second) and one PNG with
+the curves against env steps and against wall time (thin lines: seeds; thick: their mean).
 Experiments with no finished run are listed as not run. Needs matplotlib (benchmarks/requirements.txt).
 """
 
@@ -50,12 +51,14 @@ def summarise(exp, results):
             continue
         curve = read_curve(run["dir"], metric)
         sps = read_curve(run["dir"], "charts/SPS")
+        grads = read_curve(run["dir"], "charts/gradient_steps")
         if curve is None:
             continue
         with open(os.path.join(run["dir"], "done.json")) as f:
             done = json.load(f)
         wall = done["wall_time"]
-        arm = arms.setdefault(run["arm"], {"curves": [], "final": [], "steps": [], "wall": [], "sps": [], "notes": []})
+        arm = arms.setdefault(run["arm"], {"curves": [], "final": [], "steps": [], "grads": [], "wall": [], "sps": [],
+                                                "notes": []})
         if "note" in done:  # a run made outside the runner, by the same command
             arm["notes"].append((done["note"], f"{run['arm']} seed {run['seed']}"))
         arm["curves"].append(curve)
@@ -63,7 +66,13 @@ def summarise(exp, results):
         arm["steps"].append(curve[0][-1])
         arm["wall"].append(wall)
         arm["sps"].append(sps[1][-1] if sps is not None else np.nan)
+        arm["grads"].append(grads[1][-1] if grads is not None else np.nan)  # not logged by runs before 2026-11-22
     return metric, arms
+
+
+def count(values):
+    """Mean of a per-seed count, or 'not logged' when no run logged it."""
+    return "not logged" if np.isnan(values).all() else f"{int(np.nanmean(values)):,}"
 
 
 def plot(exp, metric, arms, path):
@@ -112,13 +121,14 @@ def main():
         lines += [f"## {exp['name']}", "", f"**Paper** ({exp['paper']}): {exp['claim']}", ""]
         if "budget" in exp:
             lines += [f"**Budget**: {exp['budget']}", ""]
-        lines += [f"| arm | seeds | final {metric} | env steps | wall time per run | env steps / s |",
-                  "|---|---|---|---|---|---|"]
+        lines += [f"| arm | seeds | final {metric} | env steps | gradient steps | wall time per run | env steps / s |",
+                  "|---|---|---|---|---|---|---|"]
         for label, arm in arms.items():
             final = np.array(arm["final"])
             spread = f" +- {final.std():.2f}" if len(final) > 1 else ""
             lines.append(f"| {label} | {len(final)} | {final.mean():.2f}{spread} ({', '.join(f'{v:.2f}' for v in final)})"
-                         f" | {int(np.mean(arm['steps'])):,} | {np.mean(arm['wall']) / 60:.1f} min | "
+                         f" | {int(np.mean(arm['steps'])):,} | {count(arm['grads'])} | "
+                         f"{np.mean(arm['wall']) / 60:.1f} min | "
                          f"{np.nanmean(arm['sps']):.0f} |")
             runtime.append(f"| `{exp['arms'][label][0]}` | {exp['name']} | {label} | {int(np.mean(arm['steps'])):,} | "
                            f"{np.mean(arm['wall']) / 60:.1f} min | {np.nanmean(arm['sps']):.0f} |")

@@ -54,13 +54,18 @@ LONG_RUNS = {  # arguments that print an evaluation line soon and then train for
 @pytest.mark.parametrize("script", sorted(LONG_RUNS))
 def test_ctrl_c_saves_the_checkpoint(tmp_path, script):
     args = [*LONG_RUNS[script], "--save-model", "--total-timesteps", "10000000"]
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, script), *args], cwd=tmp_path,
+    # -X faulthandler: if the run hangs, SIGABRT makes it print every thread's stack, and the failure shows where
+    proc = subprocess.Popen([sys.executable, "-X", "faulthandler", os.path.join(ROOT, script), *args], cwd=tmp_path,
                             env={**os.environ, "PYTHONPATH": ROOT}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
         assert proc.stdout.readline().startswith("epoch")  # training is under way
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=180)
+        try:
+            out, err = proc.communicate(timeout=180)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            pytest.fail(f"no exit within 180 s of Ctrl-C; the run's stacks:\n{proc.communicate()[1][-4000:]}")
     finally:  # never leave a 10M-step run behind: it would slow every later test
         proc.kill()
         proc.wait()

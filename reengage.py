@@ -120,9 +120,9 @@ class Args:
     """evaluate this checkpoint for --n-test-rollouts episodes instead of training"""
     capture_video: bool = False
     """with --eval-checkpoint: save the first evaluation episode as a GIF next to the checkpoint"""
-    torch_threads: int = 1
-    """PyTorch CPU threads; 1 avoids a several-fold slowdown of these small networks when other processes
-    share the cores; 0 keeps PyTorch's default"""
+    torch_threads: int = 0
+    """PyTorch CPU threads; 0 keeps PyTorch's default, fastest on an idle machine; use 1 when other runs share
+    the cores (FetchReach beside two other runs on 2 cores: 5x faster with 1 thread)"""
     torch_deterministic: bool = True
     """use deterministic torch algorithms"""
     cuda: bool = False

@@ -111,12 +111,13 @@ def main():
              "list is `benchmarks/experiments.toml`). Final = mean of the last three evaluations of each seed, then "
              "mean +- std over seeds. Wall time is per run, with runs sharing the machine "
              f"({os.cpu_count()} cores, {platform.machine()}, {platform.python_version()}, CPU only), so it is an "
-             "upper bound.", ""]
+             "upper bound. Gradient steps are the actor's or policy's updates (`charts/gradient_steps`, mean over "
+             "seeds); runs made before the scripts logged them show 'not logged'.", ""]
     not_run, runtime = [], []
     for exp in experiments:
         metric, arms = summarise(exp, args.results)
         if not arms:
-            not_run.append(exp["name"])
+            not_run.append(exp)
             continue
         lines += [f"## {exp['name']}", "", f"**Paper** ({exp['paper']}): {exp['claim']}", ""]
         if "budget" in exp:
@@ -145,12 +146,13 @@ def main():
             lines += [exp["notes"], ""]
     if runtime:
         lines += ["## Runtime", "", f"Every finished arm above, on this machine ({os.cpu_count()} cores, CPU only; "
-                  "runs may have shared it with others, so these are lower bounds on speed):", "",
+                  "runs may have shared it with others, so these are lower bounds on speed). `multi_reengage.py` has "
+                  "no FetchReach row: it needs an env with many goals at once and a per-goal reward.", "",
                   "| script | experiment | arm | env steps | wall time per run | env steps / s |", "|---|---|---|---|---|---|"]
         lines += sorted(runtime) + [""]
     if not_run:
-        lines += ["## Not run yet", "", "These experiments of the list have no finished run in this report: "
-                  + ", ".join(f"`{name}`" for name in not_run) + ".", ""]
+        lines += ["## Not run yet", "", "These experiments of the list have no finished run in this report:", ""]
+        lines += [f"- `{exp['name']}`" + (f": {exp['notes']}" if "notes" in exp else "") for exp in not_run] + [""]
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write("\n".join(lines))
     print(f"wrote {os.path.join(args.out, 'results.md')} ({len(experiments) - len(not_run)} experiments with "

@@ -61,5 +61,5 @@ def test_runner_resumes_and_the_report_reads_the_runs_back(tmp_path):
     assert "## tiny" in report and "| HTRPO | 1 |" in report and "| TRPO (no hindsight) | 1 |" in report
     row = next(line for line in report.splitlines() if line.startswith("| HTRPO | 1 |")).split(" | ")
     assert row[4] == "2"  # gradient steps, read from the run: one policy update per batch, two batches of >= 30 steps
-    assert "`later`" in report.split("## Not run yet")[1]
+    assert "- `later`" in report.split("## Not run yet")[1]
     assert (tmp_path / "docs" / "img" / "tiny.png").stat().st_size > 1000

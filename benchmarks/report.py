@@ -57,8 +57,8 @@ def summarise(exp, results):
         with open(os.path.join(run["dir"], "done.json")) as f:
             done = json.load(f)
         wall = done["wall_time"]
-        arm = arms.setdefault(run["arm"], {"curves": [], "final": [], "steps": [], "grads": [], "wall": [], "sps": [],
-                                                "notes": []})
+        arm = arms.setdefault(run["arm"], {"curves": [], "final": [], "steps": [], "grads": [], "wall": [],
+                                           "sps": [], "notes": []})
         if "note" in done:  # a run made outside the runner, by the same command
             arm["notes"].append((done["note"], f"{run['arm']} seed {run['seed']}"))
         arm["curves"].append(curve)

@@ -9,11 +9,14 @@ import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
-
 import torch
 
 from conftest import ROOT, eval_lines, run_script
+
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+from report import read_curve  # noqa: E402
 
 
 def test_ci_runs_exactly_the_readme_test_command():
@@ -96,7 +99,8 @@ SHORT_RUNS = {  # a few evaluations' worth of training, and the checkpoint entry
 
 @pytest.mark.parametrize("script", sorted(SHORT_RUNS))
 def test_same_seed_same_evaluation_curve_and_weights(tmp_path, script):
-    """Same seed, same machine: identical evaluation lines and bit-identical weights; another seed differs."""
+    """Same seed, same machine: identical evaluation lines and bit-identical weights; another seed differs. Every
+    evaluation logs the gradient steps so far."""
     args, key = SHORT_RUNS[script]
 
     def train(seed, name):
@@ -107,5 +111,7 @@ def test_same_seed_same_evaluation_curve_and_weights(tmp_path, script):
 
     (lines_a, net_a), (lines_b, net_b), (_, net_c) = train(7, "a"), train(7, "b"), train(8, "c")
     assert lines_a == lines_b and len(lines_a) >= 2
+    grads = read_curve(str(tmp_path / "a"), "charts/gradient_steps")[1]  # what the report's column reads
+    assert len(grads) == len(lines_a) and grads[-1] > 0 and (np.diff(grads) >= 0).all()
     assert all(torch.equal(net_a[k], net_b[k]) for k in net_a)
     assert not all(torch.equal(net_a[k], net_c[k]) for k in net_a)

@@ -28,7 +28,8 @@ training unless --reward threshold asks for HER's usual distance reward; success
 
 Usage:
   python hdm.py --env FetchReach                                   # the demo: 27 discrete actions, 6k env steps
-  python hdm.py --env FourRooms --next-state-p 0.2 --total-timesteps 100000   # Table 1's column; --algo her | gcsl
+  # Table 1's Four Rooms column with the paper's network and warm-up (--algo her | gcsl for the baselines):
+  python hdm.py --env FourRooms --next-state-p 0.2 --total-timesteps 200000 --hidden-dims 400 300 --lr 5e-4 --random-episodes 200
   python hdm.py --env BitFlip:n=10 --algo her --total-timesteps 20000
   python hdm.py --eval-checkpoint runs/<run>/hdm.pt --n-test-rollouts 100
 """

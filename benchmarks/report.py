@@ -20,6 +20,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import EngFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
@@ -87,6 +88,7 @@ def plot(exp, metric, arms, path):
         axes[0].plot(arm["curves"][0][0][:n], mean, color=color, lw=2, label=f"{label} ({len(arm['curves'])} seeds)")
         axes[1].plot(np.mean([c[2][:n] for c in arm["curves"]], 0) / 60, mean, color=color, lw=2)
     axes[0].set_xlabel("env steps")
+    axes[0].xaxis.set_major_formatter(EngFormatter(sep=""))  # 200k, not 200000 (long labels overlap)
     axes[1].set_xlabel("wall time (min, 2-core machine, runs in parallel)")
     for ax in axes:
         ax.set_ylabel(metric.split("/")[-1].replace("_", " "))

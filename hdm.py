@@ -23,8 +23,9 @@ Equations implemented (the reward form the authors' code runs, ../shared/specs/h
   her       L_td with r = (-1, 0);  her_hbc  L_td + beta L_bc with w = 1 on every row;  hdm  the gated loss above
 Deviations from the paper: 2 x 256 hidden units and lr 1e-3 by default (the paper's [400, 300] and 5e-4 are
 --hidden-dims 400 300 --lr 5e-4; ../shared/specs/hdm.md §9.1), 20 random episodes before training (paper 200), and
-the target is clipped at 0 on every env (the code leaves Four Rooms unclipped). The env reward is never used in
-training unless --reward threshold asks for HER's usual distance reward; success (evaluation) always uses it.
+the target is clipped at 0 on every env (the authors' code leaves Four Rooms unclipped: --no-clip-target). The env
+reward is never used in training unless --reward threshold asks for HER's usual distance reward; success
+(evaluation) always uses it.
 
 Usage:
   python hdm.py --env FetchReach                                   # the demo: 27 discrete actions, 6k env steps
@@ -79,6 +80,9 @@ class Args:
     """the gate's threshold: imitate when Q(s, a, g) - max Q(s', ., g) < ln gamma_hdm (paper: 0.85 Four Rooms)"""
     beta: float = 1.0
     """weight of the behaviour-cloning term"""
+    clip_target: bool = True
+    """clip the TD target to the return's range (<= 0; her01: [0, 1/(1 - gamma)]); the authors' code clips on every
+    env but Four Rooms"""
     sql_tau: float = 0.2
     """her_sql: temperature of the soft backup"""
     future_p: float = 0.85
@@ -199,7 +203,8 @@ def hdm_loss(q_net, q_target, x, a, r, x2, x_bc, args):
             y = r + args.gamma * soft_value(q2_target, args.sql_tau)
         else:  # double DQN: the online net picks a', the target net values it
             y = r + args.gamma * q_of(q2_target, q2_online.argmax(-1))
-        y = y.clamp(0, 1 / (1 - args.gamma)) if args.algo == "her01" else y.clamp(max=0.0)  # the return's range
+        if args.clip_target:  # the return's range
+            y = y.clamp(0, 1 / (1 - args.gamma)) if args.algo == "her01" else y.clamp(max=0.0)
         q2_max = q2_online.max(-1).values.sum(1)
     td_loss = (q_sa - y).pow(2).mean()  # no 1/2, as the authors' code
     stats = {"td_loss": td_loss.item(), "q_values": q_sa.mean().item()}

@@ -53,7 +53,7 @@ class TableQ(torch.nn.Module):
         return self.table[x[:, 0].long()]
 
 
-ARGS = SimpleNamespace(gamma=0.98, gamma_hdm=0.85, beta=1.0, sql_tau=0.2)
+ARGS = SimpleNamespace(gamma=0.98, gamma_hdm=0.85, beta=1.0, sql_tau=0.2, clip_target=True)
 
 
 def hand_made_batch():
@@ -111,6 +111,12 @@ def test_each_algo_trains_the_terms_of_its_table_1_row():
     assert loss01.item() == pytest.approx((q_sa - y01).pow(2).mean().item())
     y_sql = (r + 0.98 * soft_value(q2, 0.2)).clamp(max=0)  # the soft backup: tau (logsumexp(Q/tau) - ln |A|)
     assert run("her_sql")[0].item() == pytest.approx((q_sa - y_sql).pow(2).mean().item())
+    # --no-clip-target (the authors' Four Rooms setting): the same double DQN target, free to rise above 0
+    y_free = r + 2 + 0.98 * q2.max(-1).values.sum(1)
+    assert (y_free > 0).any()
+    no_clip = SimpleNamespace(**{**vars(ARGS), "clip_target": False}, algo="her")
+    loss_free, _ = hdm_loss(q_net, q_net, x, a, r + 2, x2, x_bc, no_clip)
+    assert loss_free.item() == pytest.approx((q_sa - y_free).pow(2).mean().item())
 
 
 def test_factorised_head_sums_over_action_dimensions():

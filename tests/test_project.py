@@ -57,10 +57,12 @@ LONG_RUNS = {  # arguments that print an evaluation line soon and then train for
 @pytest.mark.parametrize("script", sorted(LONG_RUNS))
 def test_ctrl_c_saves_the_checkpoint(tmp_path, script):
     args = [*LONG_RUNS[script], "--save-model", "--total-timesteps", "10000000"]
-    # -X faulthandler: if the run hangs, SIGABRT makes it print every thread's stack, and the failure shows where
+    # -X faulthandler: if the run hangs, SIGABRT makes it print every thread's stack, and the failure shows where.
+    # preexec_fn: a shell without job control starts background jobs with SIGINT ignored, and the run would inherit
+    # that; give it the terminal's default, as a user's foreground run has
     proc = subprocess.Popen([sys.executable, "-X", "faulthandler", os.path.join(ROOT, script), *args], cwd=tmp_path,
                             env={**os.environ, "PYTHONPATH": ROOT}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert proc.stdout.readline().startswith("epoch")  # training is under way
         proc.send_signal(signal.SIGINT)

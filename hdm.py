@@ -30,7 +30,8 @@ reward is never used in training unless --reward threshold asks for HER's usual 
 Usage:
   python hdm.py --env FetchReach                                   # the demo: 27 discrete actions, 6k env steps
   # Table 1's Four Rooms column with the paper's network and warm-up (--algo her | gcsl for the baselines):
-  python hdm.py --env FourRooms --next-state-p 0.2 --total-timesteps 200000 --hidden-dims 400 300 --lr 5e-4 --random-episodes 200
+  python hdm.py --env FourRooms --next-state-p 0.2 --total-timesteps 200000 \
+      --hidden-dims 400 300 --lr 5e-4 --random-episodes 200
   python hdm.py --env BitFlip:n=10 --algo her --total-timesteps 20000
   python hdm.py --eval-checkpoint runs/<run>/hdm.pt --n-test-rollouts 100
 """
@@ -203,7 +204,7 @@ def hdm_loss(q_net, q_target, x, a, r, x2, x_bc, args):
             y = r + args.gamma * soft_value(q2_target, args.sql_tau)
         else:  # double DQN: the online net picks a', the target net values it
             y = r + args.gamma * q_of(q2_target, q2_online.argmax(-1))
-        if args.clip_target:  # the return's range
+        if args.clip_target:  # the return's range (hdm.md §5: the authors' code clips on every env but Four Rooms)
             y = y.clamp(0, 1 / (1 - args.gamma)) if args.algo == "her01" else y.clamp(max=0.0)
         q2_max = q2_online.max(-1).values.sum(1)
     td_loss = (q_sa - y).pow(2).mean()  # no 1/2, as the authors' code

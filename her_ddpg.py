@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT -- docs: docs/her_ddpg.md
 """DDPG + Hindsight Experience Replay (Andrychowicz et al., NeurIPS 2017), with the OpenAI-baselines recipe
 (Plappert et al. 2018) that reproduces the published curves. The reference every other file here mirrors.
 
@@ -9,18 +10,19 @@ critic Q(s, a, g) learns from every episode.
 Equations implemented (each marked in the code):
   relabel (future):   g' = ag_{t+1+floor(U (T - t))} with probability 1 - 1/(1 + replay_k), else the episode's g
   reward:             r = compute_reward(ag_{t+1}, g')       (one vectorised call for the whole batch)
-  target:             y = clip(r + gamma (1 - d) Q'(s', pi'(s', g'), g'), -1/(1 - gamma), 0)
+  target:             y = clip(r + gamma (1 - d) Q'(s', pi'(s', g'), g'), r_fail/(1 - gamma), r_success/(1 - gamma))
                       d = compute_terminated(ag_{t+1}, g'); time-limit truncation always bootstraps
   critic loss:        mean (Q(s, a, g') - y)^2
   actor loss:         -mean Q(s, pi(s, g'), g') + action_l2 mean (pi / max_u)^2
   targets:            theta' <- polyak theta' + (1 - polyak) theta, once per cycle
-Deviations from the paper: none in the algorithm. Fetch v4 (Gymnasium-Robotics) replaces the paper's v1 envs;
-parallel envs are local (a vector env), not MPI workers, so the batch is not multiplied by the worker count.
+Workers (torchrun): each collects into its own buffer and samples its own batches; gradients are averaged every
+step and normaliser sums added up across workers, as baselines' MpiAdam and MPI normaliser do.
+Deviations from the paper: none in the algorithm. Fetch v4 (Gymnasium-Robotics) replaces the paper's v1 envs.
 
 Usage:
   python her_ddpg.py --env FetchReach                          # the demo: solved in 5k env steps
-  python her_ddpg.py --env FetchPush --total-timesteps 300000 --n-cycles 50
-  python her_ddpg.py --env ContinuousSeek:d=5 --save-model
+  python her_ddpg.py --env FetchPush                           # one process: 16 episodes per cycle, batch 512
+  torchrun --nproc_per_node 2 her_ddpg.py --env FetchPush --num-envs 8 --batch-size 256   # the paper's workers
   python her_ddpg.py --eval-checkpoint runs/<run>/her_ddpg.pt --n-test-rollouts 100 [--capture-video]
 """
 
@@ -29,17 +31,21 @@ import random
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass
-from typing import Literal, Optional
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import List, Literal, NamedTuple, Optional
 
 import gymnasium as gym
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import tyro
 from torch.utils.tensorboard import SummaryWriter
 
 import envs
+
+ALGO = "her_ddpg"
 
 
 @dataclass
@@ -48,29 +54,30 @@ class Args:
     """goal env: a short name (FetchReach, FetchPush, ContinuousSeek:d=10, Point2DFourRoom, ...) or a Gymnasium id"""
     seed: int = 1
     """seed of random, numpy, torch and the envs"""
-    total_timesteps: int = 5_000
-    """training env steps, all envs counted"""
-    num_envs: int = 2
-    """parallel envs; one cycle collects one episode from each"""
+    total_timesteps: Optional[int] = None
+    """training env steps, all envs and workers counted (unset: 5k; 1.2M on FetchPush, PickAndPlace and Slide)"""
+    num_envs: Optional[int] = None
+    """parallel envs per worker; a cycle collects one episode from each (unset: 2; 16 on the block tasks)"""
     async_envs: bool = False
-    """step envs in subprocesses; pays only when an env step costs well over a pipe round trip (not FetchReach on
-    a 2-core VM: 0.4 ms per round trip there, and async ran no faster than sync)"""
-    n_cycles: int = 10
-    """cycles per epoch; an evaluation follows each epoch (baselines: 50, FetchReach 10)"""
+    """step the envs in subprocesses (gymnasium's AsyncVectorEnv) instead of in this process"""
+    eval_interval: Optional[int] = None
+    """env steps between evaluations (unset: 1k; 40k on the block tasks); one more ends the run"""
+    n_test_rollouts: Optional[int] = None
+    """deterministic evaluation episodes (unset: 10; 32 on the block tasks)"""
     n_batches: int = 40
     """gradient steps per cycle"""
-    batch_size: int = 256
-    """transitions per gradient step"""
+    batch_size: Optional[int] = None
+    """transitions per gradient step, per worker (unset: 256; 512 on the block tasks)"""
     buffer_size: int = 1_000_000
-    """replay capacity in transitions"""
+    """replay capacity in transitions, per worker"""
     replay_strategy: Literal["future", "final", "episode", "none"] = "future"
     """where relabelled goals come from: later in the episode, its last step, anywhere in it, or no relabeling"""
     replay_k: int = 4
     """relabelled : original goals ratio; the relabel probability is 1 - 1/(1 + replay_k) = 0.8"""
     gamma: Optional[float] = None
-    """discount; default 1 - 1/T (0.98 for T = 50)"""
+    """discount; unset: 1 - 1/T (0.98 for T = 50)"""
     polyak: float = 0.95
-    """target <- polyak * target + (1 - polyak) * main, once per cycle"""
+    """target smoothing: target <- polyak * target + (1 - polyak) * online, once per cycle"""
     lr_actor: float = 1e-3
     """Adam learning rate of the actor"""
     lr_critic: float = 1e-3
@@ -81,33 +88,59 @@ class Args:
     """std of the Gaussian exploration noise, in units of max_u"""
     random_eps: float = 0.3
     """probability of a uniformly random action while collecting"""
-    hidden_dim: int = 256
-    """units per hidden layer (3 layers, ReLU)"""
+    hidden_dims: List[int] = field(default_factory=lambda: [256, 256, 256])
+    """hidden layer widths of actor and critic (ReLU)"""
     clip_obs: float = 200.0
     """observations and goals are clipped to +-clip_obs before normalising"""
     clip_range: float = 5.0
     """normalised inputs are clipped to +-clip_range"""
     norm_eps: float = 0.01
     """lower bound of the normaliser's std"""
-    n_test_rollouts: int = 10
-    """deterministic evaluation episodes per epoch"""
     save_model: bool = False
     """write actor, normalisers and args to runs/<run>/her_ddpg.pt after each evaluation and at the end"""
     eval_checkpoint: Optional[str] = None
     """evaluate this checkpoint for --n-test-rollouts episodes instead of training"""
     capture_video: bool = False
     """with --eval-checkpoint: save the first evaluation episode as a GIF next to the checkpoint"""
-    torch_threads: int = 0
-    """PyTorch CPU threads; 0 keeps PyTorch's default, fastest on an idle machine; use 1 when other runs share
-    the cores (FetchReach beside two other runs on 2 cores: 5x faster with 1 thread)"""
+    torch_threads: int = 1
+    """PyTorch CPU threads per process (0: PyTorch's default, every core)"""
     torch_deterministic: bool = True
     """use deterministic torch algorithms"""
     cuda: bool = False
-    """train on the GPU if one is available"""
+    """train on the GPU if one is available (with torchrun: one GPU per worker, nccl)"""
+
+
+# Defaults of the flags left unset, per env. The block tasks need fresh, diverse data: 16 episodes per cycle (the
+# 800 env steps that baselines' 8 MPI workers x 2 envs collect) and a larger batch, on one process.
+ENV_DEFAULTS = {
+    "default": dict(total_timesteps=5_000, num_envs=2, eval_interval=1_000, batch_size=256, n_test_rollouts=10),
+    "FetchPush": dict(total_timesteps=1_200_000, num_envs=16, eval_interval=40_000, batch_size=512,
+                      n_test_rollouts=32),
+}
+ENV_DEFAULTS["FetchPickAndPlace"] = ENV_DEFAULTS["FetchSlide"] = ENV_DEFAULTS["FetchPush"]
+
+
+def fill_defaults(args):
+    """Set every flag left unset (None) to its per-env default."""
+    name = envs.parse(args.env)[0].split("-v")[0]
+    for key, value in ENV_DEFAULTS.get(name, ENV_DEFAULTS["default"]).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
+def all_reduce_sum(x):
+    """x summed over the torchrun workers (x itself without torchrun)."""
+    if not dist.is_initialized():
+        return x
+    y = x.cuda() if dist.get_backend() == "nccl" else x  # nccl reduces GPU tensors only
+    dist.all_reduce(y)
+    return y.to(x.device)
 
 
 class Normalizer:
-    """Running mean/std of a vector input (baselines' Normalizer): clip +-clip_obs, standardise, clip +-clip_range."""
+    """Running mean/std of a vector input (baselines' Normalizer): clip +-clip_obs, standardise, clip +-clip_range.
+    With torchrun, each update adds every worker's sums and counts."""
 
     def __init__(self, size, eps=0.01, clip_obs=200.0, clip_range=5.0):
         self.eps, self.clip_obs, self.clip_range = eps, clip_obs, clip_range
@@ -116,9 +149,12 @@ class Normalizer:
 
     def update(self, x):
         x = np.clip(x, -self.clip_obs, self.clip_obs).reshape(-1, self.sum.shape[0])
-        self.sum += x.sum(0)
-        self.sumsq += np.square(x, dtype=np.float64).sum(0)
-        self.count += len(x)
+        stats = np.concatenate([x.sum(0), np.square(x, dtype=np.float64).sum(0), [len(x)]])
+        stats = all_reduce_sum(torch.as_tensor(stats, dtype=torch.float64)).numpy()
+        n = self.sum.shape[0]
+        self.sum += stats[:n]
+        self.sumsq += stats[n:2 * n]
+        self.count += int(stats[-1])
         self.mean = (self.sum / self.count).astype(np.float32)
         var = self.sumsq / self.count - np.square(self.sum / self.count)
         self.std = np.sqrt(np.maximum(self.eps**2, var)).astype(np.float32)
@@ -128,24 +164,27 @@ class Normalizer:
         return np.clip((x - self.mean) / self.std, -self.clip_range, self.clip_range).astype(np.float32)
 
     def state_dict(self):
-        return {"sum": self.sum, "sumsq": self.sumsq, "count": self.count, "mean": self.mean, "std": self.std}
+        return {k: torch.as_tensor(v) for k, v in
+                {"sum": self.sum, "sumsq": self.sumsq, "count": self.count, "mean": self.mean, "std": self.std}.items()}
 
     def load_state_dict(self, state):
-        self.sum, self.sumsq, self.count = state["sum"], state["sumsq"], state["count"]
-        self.mean, self.std = state["mean"], state["std"]
+        self.sum, self.sumsq, self.mean, self.std = (state[k].numpy() for k in ("sum", "sumsq", "mean", "std"))
+        self.count = int(state["count"])
 
 
-def mlp(in_dim, out_dim, hidden_dim):
-    return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, hidden_dim), nn.ReLU(),
-                         nn.Linear(hidden_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, out_dim))
+def mlp(in_dim, out_dim, hidden_dims, activation=nn.ReLU):
+    layers, dims = [], [in_dim, *hidden_dims]
+    for a, b in zip(dims[:-1], dims[1:]):
+        layers += [nn.Linear(a, b), activation()]
+    return nn.Sequential(*layers, nn.Linear(dims[-1], out_dim))
 
 
 class Actor(nn.Module):
     """pi(s, g) = max_u tanh(MLP([o_norm, g_norm]))."""
 
-    def __init__(self, obs_dim, goal_dim, act_dim, hidden_dim, max_u):
+    def __init__(self, obs_dim, goal_dim, act_dim, hidden_dims, max_u):
         super().__init__()
-        self.net, self.max_u = mlp(obs_dim + goal_dim, act_dim, hidden_dim), max_u
+        self.net, self.max_u = mlp(obs_dim + goal_dim, act_dim, hidden_dims), max_u
 
     def forward(self, x):
         return self.max_u * torch.tanh(self.net(x))
@@ -154,12 +193,21 @@ class Actor(nn.Module):
 class Critic(nn.Module):
     """Q(s, a, g) = MLP([o_norm, g_norm, a / max_u])."""
 
-    def __init__(self, obs_dim, goal_dim, act_dim, hidden_dim, max_u):
+    def __init__(self, obs_dim, goal_dim, act_dim, hidden_dims, max_u):
         super().__init__()
-        self.net, self.max_u = mlp(obs_dim + goal_dim + act_dim, 1, hidden_dim), max_u
+        self.net, self.max_u = mlp(obs_dim + goal_dim + act_dim, 1, hidden_dims), max_u
 
     def forward(self, x, a):
         return self.net(torch.cat([x, a / self.max_u], -1)).squeeze(-1)
+
+
+class Batch(NamedTuple):
+    obs: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    next_obs: np.ndarray
+    g: np.ndarray
+    dones: np.ndarray
 
 
 class EpisodeBuffer:
@@ -202,37 +250,66 @@ class EpisodeBuffer:
         # rewards and terminations recomputed for the new goals, one vectorised call each
         r = self.env.compute_reward(ag_next, g, None).astype(np.float32)
         d = np.broadcast_to(self.env.compute_terminated(ag_next, g, None), r.shape).astype(np.float32)
-        return self.obs[e, t], self.actions[e, t], r, self.obs[e, t + 1], g, d
+        return Batch(self.obs[e, t], self.actions[e, t], r, self.obs[e, t + 1], g, d)
 
 
-def td_target(r, d, q_next, gamma):
-    """y = r + gamma (1 - d) Q'(s', pi'(s')), clipped to [-1/(1-gamma), 0]: the range of returns of -1/0 rewards."""
-    return (r + gamma * (1 - d) * q_next).clamp(-1 / (1 - gamma), 0)
+def td_target(r, d, q_next, gamma, rewards=(-1.0, 0.0)):
+    """y = r + gamma (1 - d) Q'(s', pi'(s')), clipped to the range of returns [r_fail, r_success] / (1 - gamma)."""
+    return (r + gamma * (1 - d) * q_next).clamp(rewards[0] / (1 - gamma), rewards[1] / (1 - gamma))
 
 
-def ddpg_update(batch, actor, critic, actor_target, critic_target, actor_opt, critic_opt, args, gamma):
-    """One gradient step of critic and actor on a relabelled, normalised batch; returns the losses."""
+def average_gradients(*nets):
+    """Mean of every gradient over the torchrun workers (baselines' MpiAdam), as one flat all-reduce."""
+    if not dist.is_initialized():
+        return
+    grads = [p.grad for net in nets for p in net.parameters()]
+    flat = all_reduce_sum(torch.cat([g.reshape(-1) for g in grads])) / dist.get_world_size()
+    for g, chunk in zip(grads, flat.split([g.numel() for g in grads])):
+        g.copy_(chunk.view_as(g))
+
+
+def update(batch, actor, critic, actor_target, critic_target, actor_opt, critic_opt, args, gamma, rewards):
+    """One gradient step of critic and actor on a relabelled, normalised batch; returns the logged losses."""
     x, a, r, x2, d = batch
     with torch.no_grad():
-        y = td_target(r, d, critic_target(x2, actor_target(x2)), gamma)
+        y = td_target(r, d, critic_target(x2, actor_target(x2)), gamma, rewards)
     q = critic(x, a)
     critic_loss = (q - y).pow(2).mean()  # critic: mean squared error to the clipped target
-    critic_opt.zero_grad()
-    critic_loss.backward()
-    critic_opt.step()
-
     pi = actor(x)
     critic.requires_grad_(False)  # the actor loss only needs dQ/da, not the critic's weight gradients
     actor_loss = -critic(x, pi).mean() + args.action_l2 * (pi / actor.max_u).pow(2).mean()  # DDPG + action L2
     critic.requires_grad_(True)
+    # both gradients come from the same critic, then both steps (baselines' her/ddpg.py computes both in one
+    # sess.run before either Adam update)
+    critic_opt.zero_grad()
     actor_opt.zero_grad()
+    critic_loss.backward()
     actor_loss.backward()
+    average_gradients(critic, actor)
+    critic_opt.step()
     actor_opt.step()
-    return critic_loss.item(), actor_loss.item(), q.mean().item()
+    return {"critic_loss": critic_loss.item(), "actor_loss": actor_loss.item(), "q_values": q.mean().item()}
 
 
-def rollout(vec_env, actor, o_norm, g_norm, T, device, explore, args, rng, max_u):
-    """One episode in each env (reset together, stepped in lockstep); returns the episode arrays and stats."""
+def soft_update(net, target, polyak):
+    """target <- polyak * target + (1 - polyak) * net."""
+    with torch.no_grad():
+        for p, p_t in zip(net.parameters(), target.parameters()):
+            p_t.lerp_(p, 1 - polyak)
+
+
+class Episodes(NamedTuple):
+    obs: np.ndarray  # [n, T+1, obs_dim]
+    ag: np.ndarray  # [n, T+1, goal_dim]
+    g: np.ndarray  # [n, T, goal_dim]
+    actions: np.ndarray  # [n, T, act_dim]
+    ep_len: np.ndarray  # [n]
+    success: np.ndarray  # [n], is_success at each episode's final step
+    ret: np.ndarray  # [n], undiscounted return
+
+
+def rollout(vec_env, actor, o_norm, g_norm, T, device, args, rng, max_u, *, explore):
+    """One episode in each env (reset together, stepped in lockstep); explore adds HER's exploration."""
     n = vec_env.num_envs
     ob, _ = vec_env.reset()
     obs = np.zeros((n, T + 1, ob["observation"].shape[-1]), np.float32)
@@ -260,28 +337,32 @@ def rollout(vec_env, actor, o_norm, g_norm, T, device, explore, args, rng, max_u
         running &= ~ended
         if not running.any():
             break
-    return obs, ag, g, actions, ep_len, success, ret
+    return Episodes(obs, ag, g, actions, ep_len, success, ret)
 
 
 def evaluate(vec_env, actor, o_norm, g_norm, T, device, n_episodes, args, rng, max_u):
     """Deterministic policy; success = is_success at each episode's final step. Returns (success rate, return)."""
     successes, returns = [], []
     while len(successes) < n_episodes:
-        *_, success, ret = rollout(vec_env, actor, o_norm, g_norm, T, device, False, args, rng, max_u)
-        successes += list(success)
-        returns += list(ret)
+        ep = rollout(vec_env, actor, o_norm, g_norm, T, device, args, rng, max_u, explore=False)
+        successes += list(ep.success)
+        returns += list(ep.ret)
     return float(np.mean(successes[:n_episodes])), float(np.mean(returns[:n_episodes]))
+
+
+def make_env(args, **kwargs):
+    return envs.make(args.env, **kwargs)
 
 
 def make_vec_env(args, n):
     """n copies of the goal env. rollout() resets them all at each cycle's start; an env whose episode ends early
     is auto-reset by the next step, and rollout() stores nothing past that episode's end."""
-    fns = [lambda: envs.make(args.env) for _ in range(n)]
+    fns = [lambda: make_env(args) for _ in range(n)]
     return gym.vector.AsyncVectorEnv(fns) if args.async_envs else gym.vector.SyncVectorEnv(fns)
 
 
 def check_env(env, args):
-    """One-line errors for envs and budgets this script cannot handle."""
+    """One-line errors for envs and budgets this script cannot handle; returns the env's (r_fail, r_success)."""
     space = env.action_space
     if not isinstance(space, gym.spaces.Box):
         raise envs.EnvError(f"{args.env} has {space} actions; DDPG needs a continuous Box action space")
@@ -290,31 +371,46 @@ def check_env(env, args):
     ob_space = env.observation_space
     if ob_space["achieved_goal"].shape != ob_space["desired_goal"].shape:
         raise envs.EnvError(f"{args.env}: achieved and desired goals differ in shape, so they cannot be relabelled")
-    for name in ("total_timesteps", "num_envs", "n_cycles", "n_batches", "batch_size", "buffer_size",
+    for name in ("total_timesteps", "num_envs", "eval_interval", "n_batches", "batch_size", "buffer_size",
                  "n_test_rollouts"):
         if getattr(args, name) < (0 if name == "n_batches" else 1):
             raise envs.EnvError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if not 0 <= args.random_eps <= 1 or not 0 <= args.polyak <= 1 or args.replay_k < 0:
         raise envs.EnvError("--random-eps and --polyak must lie in [0, 1] and --replay-k must be >= 0")
+    return envs.sparse_rewards(env)  # -1/0 or 0/1: the target clip follows it; a dense reward is refused
 
 
 def save_checkpoint(path, actor, o_norm, g_norm, args):
-    torch.save({"actor": actor.state_dict(), "o_norm": o_norm.state_dict(), "g_norm": g_norm.state_dict(),
-                "args": asdict(args)}, path)
+    """Tensors and plain types only, so loading needs no code from the file (weights_only=True)."""
+    torch.save({"algo": ALGO, "actor": actor.state_dict(), "o_norm": o_norm.state_dict(),
+                "g_norm": g_norm.state_dict(), "args": asdict(args)}, path)
+
+
+def load_checkpoint(path):
+    """A checkpoint this file wrote, loaded without running code from it; anything else is a one-line error."""
+    if not os.path.isfile(path):
+        raise envs.EnvError(f"no checkpoint at {path}")
+    try:
+        with warnings.catch_warnings():  # torch warns at length about a non-zip pickle before refusing it
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)  # refuses pickled code
+    except Exception as e:
+        raise envs.EnvError(f"{path} is not a {ALGO}.py checkpoint ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("algo") != ALGO:
+        raise envs.EnvError(f"{path} is not a {ALGO}.py checkpoint")
+    return ckpt
 
 
 def load_and_evaluate(args):
     """Evaluate a saved actor: success rate over --n-test-rollouts episodes, optionally a GIF of the first one."""
-    if not os.path.isfile(args.eval_checkpoint):
-        raise envs.EnvError(f"no checkpoint at {args.eval_checkpoint}")
+    ckpt = load_checkpoint(args.eval_checkpoint)
     if args.capture_video and "DISPLAY" not in os.environ:
         os.environ.setdefault("MUJOCO_GL", "egl")  # headless MuJoCo rendering; must be set before MuJoCo loads
-    ckpt = torch.load(args.eval_checkpoint, map_location="cpu", weights_only=False)
     saved = Args(**ckpt["args"])
-    env = envs.make(saved.env)
+    env = make_env(saved)
     dims = [env.observation_space[k].shape[0] for k in ("observation", "desired_goal")]
     max_u = float(env.action_space.high[0])
-    actor = Actor(*dims, env.action_space.shape[0], saved.hidden_dim, max_u)
+    actor = Actor(*dims, env.action_space.shape[0], saved.hidden_dims, max_u)
     actor.load_state_dict(ckpt["actor"])
     o_norm = Normalizer(dims[0], saved.norm_eps, saved.clip_obs, saved.clip_range)
     g_norm = Normalizer(dims[1], saved.norm_eps, saved.clip_obs, saved.clip_range)
@@ -336,7 +432,7 @@ def record_gif(args, actor, o_norm, g_norm, path, seed):
     import imageio  # installed with gymnasium-robotics
 
     try:
-        env = envs.make(args.env, render_mode="rgb_array")
+        env = make_env(args, render_mode="rgb_array")
         ob, _ = env.reset(seed=seed)
         frames = [env.render()]
     except Exception as e:  # an env without rgb_array rendering, or no OpenGL on this machine
@@ -353,34 +449,51 @@ def record_gif(args, actor, o_norm, g_norm, path, seed):
     print(f"video: {path}")
 
 
+def init_workers(args):
+    """(rank, world size, device). Under torchrun: a process group (gloo on CPU, nccl with --cuda), one seed per
+    worker. Otherwise one process, rank 0 of 1."""
+    cuda = args.cuda and torch.cuda.is_available()
+    if "WORLD_SIZE" not in os.environ:
+        return 0, 1, torch.device("cuda" if cuda else "cpu")
+    dist.init_process_group("nccl" if cuda else "gloo")
+    rank, local_rank = dist.get_rank(), int(os.environ.get("LOCAL_RANK", 0))
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    return rank, dist.get_world_size(), torch.device(f"cuda:{local_rank}" if cuda else "cpu")
+
+
 def main(args):
+    fill_defaults(args)
     if args.eval_checkpoint:
         return load_and_evaluate(args)
-    # seeding
-    random.seed(args.seed)
-    np.random.seed(args.seed)
+    rank, world, device = init_workers(args)
+    seed = args.seed + 1000 * rank  # each worker its own episodes; the broadcast below makes the networks equal
+    random.seed(seed)
+    np.random.seed(seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     if args.torch_threads > 0:
         torch.set_num_threads(args.torch_threads)
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-    rng = np.random.default_rng(args.seed)
+    rng = np.random.default_rng(seed)
 
     # envs: one in this process for the spaces and the vectorised reward, num_envs for collecting
-    env = envs.make(args.env)
-    check_env(env, args)
+    env = make_env(args)
+    rewards = check_env(env, args)
     T = envs.horizon(env)
     obs_dim, goal_dim = env.observation_space["observation"].shape[0], env.observation_space["desired_goal"].shape[0]
     act_dim, max_u = env.action_space.shape[0], float(env.action_space.high[0])
     gamma = args.gamma if args.gamma is not None else 1 - 1 / T
     vec_env = make_vec_env(args, args.num_envs)
-    vec_env.reset(seed=args.seed)
+    vec_env.reset(seed=seed)
 
     # networks, optimisers, normalisers, buffer
-    actor = Actor(obs_dim, goal_dim, act_dim, args.hidden_dim, max_u).to(device)
-    critic = Critic(obs_dim, goal_dim, act_dim, args.hidden_dim, max_u).to(device)
-    actor_target = Actor(obs_dim, goal_dim, act_dim, args.hidden_dim, max_u).to(device)
-    critic_target = Critic(obs_dim, goal_dim, act_dim, args.hidden_dim, max_u).to(device)
+    actor = Actor(obs_dim, goal_dim, act_dim, args.hidden_dims, max_u).to(device)
+    critic = Critic(obs_dim, goal_dim, act_dim, args.hidden_dims, max_u).to(device)
+    if dist.is_initialized():  # every worker starts from rank 0's weights
+        for p in [*actor.parameters(), *critic.parameters()]:
+            dist.broadcast(p.data, 0)
+    actor_target = Actor(obs_dim, goal_dim, act_dim, args.hidden_dims, max_u).to(device)
+    critic_target = Critic(obs_dim, goal_dim, act_dim, args.hidden_dims, max_u).to(device)
     actor_target.load_state_dict(actor.state_dict())
     critic_target.load_state_dict(critic.state_dict())
     actor_opt = torch.optim.Adam(actor.parameters(), lr=args.lr_actor, fused=True)  # fused: ~30% faster updates
@@ -390,53 +503,54 @@ def main(args):
     buffer = EpisodeBuffer(args.buffer_size, T, obs_dim, goal_dim, act_dim, env.unwrapped, args.replay_strategy,
                            args.replay_k, rng)
 
-    run_name = f"{args.env.replace(':', '_')}__her_ddpg__{args.seed}__{int(time.time())}"
-    writer = SummaryWriter(f"runs/{run_name}")
-    table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
-    writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
-    ckpt_path = f"runs/{run_name}/her_ddpg.pt"
+    run_name = f"{args.env.replace(':', '_')}__{ALGO}__{args.seed}__{int(time.time())}"
+    run_dir, writer = f"runs/{run_name}", None
+    ckpt_path = f"{run_dir}/{ALGO}.pt"
+    if rank == 0:  # rank 0 alone logs, evaluates and saves
+        writer = SummaryWriter(run_dir)
+        table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
+        writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
+        workers = f" x {world} workers" if world > 1 else ""
+        print(f"{ALGO} | {env.spec.id} | {args.total_timesteps:,} env steps{workers} | seed {args.seed} | "
+              f"run {run_dir} | tensorboard --logdir runs", flush=True)
 
     def to_tensor(*arrays):
         return [torch.as_tensor(a, device=device) for a in arrays]
 
-    global_step, grad_steps, cycle, start_time, sr = 0, 0, 0, time.time(), 0.0
+    global_step, grad_steps, next_eval, start_time, sr = 0, 0, args.eval_interval, time.time(), 0.0
+    losses = {}
     try:
         while global_step < args.total_timesteps:
             # collect one episode per env with exploration, store it, update the normalisers
-            obs, ag, g, actions, ep_len, success, ret = rollout(vec_env, actor, o_norm, g_norm, T, device, True, args,
-                                                                rng, max_u)
-            new = buffer.store(obs, ag, g, actions, ep_len)
-            global_step += int(ep_len.sum())
+            ep = rollout(vec_env, actor, o_norm, g_norm, T, device, args, rng, max_u, explore=True)
+            new = buffer.store(ep.obs, ep.ag, ep.g, ep.actions, ep.ep_len)
+            global_step += int(all_reduce_sum(torch.tensor(int(ep.ep_len.sum()))))  # every worker's steps
             # normaliser statistics come from relabelled samples of the new episodes (goal stats see g')
-            o_s, _, _, _, g_s, _ = buffer.sample(int(ep_len.sum()), episodes=new)
-            o_norm.update(o_s)
-            g_norm.update(g_s)
-            writer.add_scalar("charts/success_rate", success.mean(), global_step)
-            writer.add_scalar("charts/episodic_return", ret.mean(), global_step)
+            sample = buffer.sample(int(ep.ep_len.sum()), episodes=new)
+            o_norm.update(sample.obs)
+            g_norm.update(sample.g)
+            if writer:
+                writer.add_scalar("charts/success_rate", ep.success.mean(), global_step)
+                writer.add_scalar("charts/episodic_return", ep.ret.mean(), global_step)
 
             # a burst of updates on relabelled batches, then one Polyak update of both targets
             for _ in range(args.n_batches):
-                o, a, r, o2, g_b, d = buffer.sample(args.batch_size)
-                g_n = g_norm(g_b)
-                x = np.concatenate([o_norm(o), g_n], -1)
-                x2 = np.concatenate([o_norm(o2), g_n], -1)
-                losses = ddpg_update(to_tensor(x, a, r, x2, d), actor, critic, actor_target, critic_target,
-                                     actor_opt, critic_opt, args, gamma)
+                b = buffer.sample(args.batch_size)
+                g_n = g_norm(b.g)
+                x = np.concatenate([o_norm(b.obs), g_n], -1)
+                x2 = np.concatenate([o_norm(b.next_obs), g_n], -1)
+                losses = update(to_tensor(x, b.actions, b.rewards, x2, b.dones), actor, critic, actor_target,
+                                critic_target, actor_opt, critic_opt, args, gamma, rewards)
                 grad_steps += 1
-            with torch.no_grad():
-                for net, target in ((actor, actor_target), (critic, critic_target)):
-                    for p, p_t in zip(net.parameters(), target.parameters()):
-                        p_t.lerp_(p, 1 - args.polyak)  # p_t = polyak p_t + (1 - polyak) p
-            cycle += 1
-            if cycle % args.n_cycles and global_step < args.total_timesteps:
+            soft_update(actor, actor_target, args.polyak)
+            soft_update(critic, critic_target, args.polyak)
+            if (global_step < next_eval and global_step < args.total_timesteps) or rank > 0:
                 continue
+            next_eval = (global_step // args.eval_interval + 1) * args.eval_interval
 
-            # end of an epoch (n_cycles cycles) or of training: log, evaluate the deterministic policy, checkpoint
-            epoch = -(-cycle // args.n_cycles)
-            if args.n_batches > 0:
-                writer.add_scalar("losses/critic_loss", losses[0], global_step)
-                writer.add_scalar("losses/actor_loss", losses[1], global_step)
-                writer.add_scalar("losses/q_values", losses[2], global_step)
+            # every eval_interval env steps and at the end: log, evaluate the deterministic policy, checkpoint
+            for key, value in losses.items():
+                writer.add_scalar(f"losses/{key}", value, global_step)
             writer.add_scalar("stats/o_mean", float(o_norm.mean.mean()), global_step)
             writer.add_scalar("stats/g_mean", float(g_norm.mean.mean()), global_step)
             sr, eval_ret = evaluate(vec_env, actor, o_norm, g_norm, T, device, args.n_test_rollouts, args, rng, max_u)
@@ -446,11 +560,10 @@ def main(args):
             writer.add_scalar("eval/episodic_return", eval_ret, global_step)
             writer.add_scalar("charts/SPS", sps, global_step)
             writer.add_scalar("charts/gradient_steps", grad_steps, global_step)
-            writer.add_scalar("charts/episodes", buffer.size, global_step)
-            writer.add_scalar("charts/epoch", epoch, global_step)
+            writer.add_scalar("charts/episodes", buffer.size * world, global_step)
             left = elapsed / global_step * max(args.total_timesteps - global_step, 0)
-            print(f"epoch {epoch:>3} | step {global_step:>8}/{args.total_timesteps} | success {sr:.2f} | "
-                  f"return {eval_ret:7.2f} | SPS {sps:>5} | {elapsed:5.0f}s elapsed, ~{left:.0f}s left", flush=True)
+            print(f"step {global_step:>8}/{args.total_timesteps} | success {sr:.2f} | return {eval_ret:7.2f} | "
+                  f"SPS {sps:>5} | {elapsed:5.0f}s elapsed, ~{left:.0f}s left", flush=True)
             if args.save_model:
                 save_checkpoint(ckpt_path, actor, o_norm, g_norm, args)
     except KeyboardInterrupt:
@@ -459,10 +572,17 @@ def main(args):
     finally:
         vec_env.close()
         env.close()
-        writer.close()
-    if args.save_model:
-        save_checkpoint(ckpt_path, actor, o_norm, g_norm, args)
-        print(f"checkpoint: {ckpt_path}\nevaluate it: python her_ddpg.py --eval-checkpoint {ckpt_path}")
+        if writer:
+            writer.close()
+    if rank == 0:
+        saved = ""
+        if args.save_model:
+            save_checkpoint(ckpt_path, actor, o_norm, g_norm, args)
+            saved = f" | checkpoint {ckpt_path} (evaluate: python {ALGO}.py --eval-checkpoint {ckpt_path})"
+        print(f"{ALGO} done | success {sr:.2f} | {global_step:,} env steps | {grad_steps:,} gradient steps | "
+              f"{time.time() - start_time:.0f} s{saved}", flush=True)
+    if dist.is_initialized():
+        dist.destroy_process_group()
     return sr
 
 

@@ -40,8 +40,8 @@ def multi_reengage_updates(env_name, alpha, blocks=10, per_block=20):
 
     torch.set_num_threads(1)
     env = envs.make(env_name)
-    args = mr.Args(env=env_name)
-    args.noise_std, rng = 0.1, np.random.default_rng(0)
+    args = mr.fill_defaults(mr.Args(env=env_name))
+    rng = np.random.default_rng(0)
     actor, critic = mr.make_nets(env, args)
     actor_t, critic_t = mr.make_nets(env, args)
     actor_t.requires_grad_(False)
@@ -52,14 +52,15 @@ def multi_reengage_updates(env_name, alpha, blocks=10, per_block=20):
     vec_env = mr.make_vec_env(args, 1)
     vec_env.reset(seed=0)
     for _ in range(25):
-        buffer.store(*mr.rollout(vec_env, actor, critic, 40, "cpu", True, args, rng, 1.0, warmup=True)[:4])
+        ep = mr.rollout(vec_env, actor, critic, 40, "cpu", args, rng, 1.0, explore=True, random_actions=True)
+        buffer.store(ep.z, ep.ag, ep.g, ep.actions)
     seconds = {0.0: 0.0, alpha: 0.0}
     for _ in range(blocks):
         for a in seconds:
             args.alpha = a
             start = time.perf_counter()
             for _ in range(per_block):
-                batch = [torch.as_tensor(x) for x in buffer.sample(args.batch_size)]
+                batch = mr.Batch(*(torch.as_tensor(x) for x in buffer.sample(args.batch_size)))
                 mr.update(batch, actor, critic, actor_t, critic_t, *opts, args, args.gamma)
             seconds[a] += time.perf_counter() - start
     return [1000 * seconds[a] / (blocks * per_block) for a in (0.0, alpha)]

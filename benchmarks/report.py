@@ -14,6 +14,7 @@ import glob
 import json
 import os
 import platform
+import re
 import sys
 
 import matplotlib
@@ -59,7 +60,9 @@ def summarise(exp, results):
             done = json.load(f)
         wall = done["wall_time"]
         arm = arms.setdefault(run["arm"], {"curves": [], "final": [], "steps": [], "grads": [], "wall": [],
-                                           "sps": [], "notes": []})
+                                           "sps": [], "notes": [], "load": [], "first": []})
+        arm["load"].append(done.get("load") or np.nan)  # the machine's mean load while the run ran
+        arm["first"].append({level: first_reached(curve, grads, level) for level in exp.get("thresholds", [])})
         if "note" in done:  # a run made outside the runner, by the same command
             arm["notes"].append((done["note"], f"{run['arm']} seed {run['seed']}"))
         arm["curves"].append(curve)
@@ -69,6 +72,25 @@ def summarise(exp, results):
         arm["sps"].append(sps[1][-1] if sps is not None else np.nan)
         arm["grads"].append(grads[1][-1] if grads is not None else np.nan)  # not logged by runs before 2026-11-22
     return metric, arms
+
+
+def first_reached(curve, grads, level):
+    """(env steps, gradient steps, minutes) at the first evaluation >= level, or None if never reached."""
+    steps, values, seconds = curve
+    hits = np.flatnonzero(values >= level)
+    if not len(hits):
+        return None
+    i = hits[0]
+    grad = np.interp(steps[i], grads[0], grads[1]) if grads is not None else np.nan
+    return steps[i], grad, seconds[i] / 60
+
+
+def load_label(loads, cores):
+    """'alone' when the machine's mean load stayed near one run's worth, else how busy it was."""
+    loads = np.array(loads, float)
+    if np.isnan(loads).all():
+        return "not recorded"
+    return ", ".join("alone" if v < 1.5 else f"shared (load {v:.1f} on {cores} cores)" for v in loads)
 
 
 def count(values):
@@ -89,7 +111,7 @@ def plot(exp, metric, arms, path):
         axes[1].plot(np.mean([c[2][:n] for c in arm["curves"]], 0) / 60, mean, color=color, lw=2)
     axes[0].set_xlabel("env steps")
     axes[0].xaxis.set_major_formatter(EngFormatter(sep=""))  # 200k, not 200000 (long labels overlap)
-    axes[1].set_xlabel("wall time (min, 2-core machine, runs in parallel)")
+    axes[1].set_xlabel(f"wall time (min, {os.cpu_count()}-core machine; see the machine column)")
     for ax in axes:
         ax.set_ylabel(metric.split("/")[-1].replace("_", " "))
         ax.grid(alpha=0.3)
@@ -100,52 +122,101 @@ def plot(exp, metric, arms, path):
     plt.close(fig)
 
 
+def section(exp, metric, arms, out, runtime):
+    """The markdown lines of one experiment with results; writes its figure and adds its runtime rows."""
+    lines = [f"## {exp['name']}", "", f"**Paper** ({exp['paper']}): {exp['claim']}", ""]
+    if "budget" in exp:
+        lines += [f"**Budget**: {exp['budget']}", ""]
+    lines += [f"| arm | seeds | final {metric} | env steps | gradient steps | wall time per run | env steps / s | "
+              "machine |", "|---|---|---|---|---|---|---|---|"]
+    for label, arm in arms.items():
+        final = np.array(arm["final"])
+        spread = f" +- {final.std():.2f}" if len(final) > 1 else ""
+        walls = ", ".join(f"{w / 60:.0f}" for w in arm["wall"])
+        lines.append(f"| {label} | {len(final)} | {final.mean():.2f}{spread} ({', '.join(f'{v:.2f}' for v in final)})"
+                     f" | {int(np.mean(arm['steps'])):,} | {count(arm['grads'])} | "
+                     f"{np.mean(arm['wall']) / 60:.1f} min ({walls}) | {np.nanmean(arm['sps']):.0f} | "
+                     f"{load_label(arm['load'], os.cpu_count())} |")
+        runtime.append(f"| `{exp['arms'][label][0]}` | {exp['name']} | {label} | {int(np.mean(arm['steps'])):,} | "
+                       f"{np.mean(arm['wall']) / 60:.1f} min | {np.nanmean(arm['sps']):.0f} |")
+    if exp.get("thresholds"):
+        lines += ["", "First evaluation at or above each level, per seed (env steps / gradient steps / wall minutes):",
+                  "", "| arm | " + " | ".join(f"first >= {lv}" for lv in exp["thresholds"]) + " |",
+                  "|---|" + "---|" * len(exp["thresholds"])]
+        for label, arm in arms.items():
+            cells = []
+            for level in exp["thresholds"]:
+                hits = [f[level] for f in arm["first"]]
+                cells.append("; ".join("never" if h is None else f"{h[0] / 1e3:,.0f}k / {h[1] / 1e3:,.1f}k / "
+                                       f"{h[2]:.0f} min" for h in hits))
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    image = f"img/{exp['name']}.png"
+    plot(exp, metric, arms, os.path.join(out, image))
+    notes = {}
+    for arm in arms.values():
+        for text, which in arm["notes"]:
+            notes.setdefault(text, []).append(which)
+    for text, which in notes.items():
+        lines += ["", f"Note: {', '.join(which)}: {text}."]
+    lines += ["", f"![{exp['name']}]({image})", ""]
+    if "notes" in exp:
+        lines += [exp["notes"], ""]
+    return lines
+
+
+def splice(path, sections):
+    """Replace (or add, before the runtime table) the named sections of an existing results.md; keep the rest."""
+    with open(path) as f:
+        text = f.read()
+    for name, lines in sections.items():
+        block = "\n".join(lines) + "\n"
+        start = text.find(f"## {name}\n")
+        if start < 0:
+            start = end = text.find("## Runtime") if "## Runtime" in text else len(text)
+        else:
+            end = text.find("\n## ", start + 1)
+            end = len(text) if end < 0 else end + 1
+        text = text[:start] + block + text[end:]
+        text = re.sub(rf"^- `{re.escape(name)}`.*\n", "", text, flags=re.M)  # no longer "not run yet"
+    with open(path, "w") as f:
+        f.write(text)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiments", default=EXPERIMENTS, help="the experiment list (TOML)")
     parser.add_argument("--results", default=RESULTS, help="where benchmarks/run.py put the runs")
     parser.add_argument("--out", default=os.path.join(ROOT, "docs"), help="where results.md and img/ go")
+    parser.add_argument("--only", help="rewrite only the sections of experiments whose name contains this, in the "
+                        "existing results.md (for a checkout that holds only some experiments' runs)")
     args = parser.parse_args()
     experiments = load(args.experiments)
     os.makedirs(os.path.join(args.out, "img"), exist_ok=True)
+    if args.only:
+        sections = {}
+        for exp in experiments:
+            if args.only in exp["name"]:
+                metric, arms = summarise(exp, args.results)
+                if arms:
+                    sections[exp["name"]] = section(exp, metric, arms, args.out, [])
+        splice(os.path.join(args.out, "results.md"), sections)
+        print(f"rewrote {', '.join(sections) or 'nothing'} in {os.path.join(args.out, 'results.md')}")
+        return
     lines = ["# Reproduction results", "",
              "Generated by `python benchmarks/report.py` from the runs of `python benchmarks/run.py` (the experiment "
              "list is `benchmarks/experiments.toml`). Final = mean of the last three evaluations of each seed, then "
-             "mean +- std over seeds. Wall time is per run, with runs sharing the machine "
-             f"({os.cpu_count()} cores, {platform.machine()}, {platform.python_version()}, CPU only), so it is an "
-             "upper bound. Gradient steps are the actor's or policy's updates (`charts/gradient_steps`, mean over "
-             "seeds); runs made before the scripts logged them show 'not logged'.", ""]
+             "mean +- std over seeds. Wall time is per run (mean, then each seed's minutes); the machine column says "
+             f"whether the run had the machine to itself ({os.cpu_count()} cores, {platform.machine()}, "
+             f"{platform.python_version()}, CPU only) or shared it, from its mean load. Gradient steps are the "
+             "actor's or policy's updates (`charts/gradient_steps`, mean over seeds); runs made before the scripts "
+             "logged them show 'not logged'.", ""]
     not_run, runtime = [], []
     for exp in experiments:
         metric, arms = summarise(exp, args.results)
         if not arms:
             not_run.append(exp)
             continue
-        lines += [f"## {exp['name']}", "", f"**Paper** ({exp['paper']}): {exp['claim']}", ""]
-        if "budget" in exp:
-            lines += [f"**Budget**: {exp['budget']}", ""]
-        lines += [f"| arm | seeds | final {metric} | env steps | gradient steps | wall time per run | env steps / s |",
-                  "|---|---|---|---|---|---|---|"]
-        for label, arm in arms.items():
-            final = np.array(arm["final"])
-            spread = f" +- {final.std():.2f}" if len(final) > 1 else ""
-            lines.append(f"| {label} | {len(final)} | {final.mean():.2f}{spread} ({', '.join(f'{v:.2f}' for v in final)})"
-                         f" | {int(np.mean(arm['steps'])):,} | {count(arm['grads'])} | "
-                         f"{np.mean(arm['wall']) / 60:.1f} min | "
-                         f"{np.nanmean(arm['sps']):.0f} |")
-            runtime.append(f"| `{exp['arms'][label][0]}` | {exp['name']} | {label} | {int(np.mean(arm['steps'])):,} | "
-                           f"{np.mean(arm['wall']) / 60:.1f} min | {np.nanmean(arm['sps']):.0f} |")
-        image = f"img/{exp['name']}.png"
-        plot(exp, metric, arms, os.path.join(args.out, image))
-        notes = {}
-        for arm in arms.values():
-            for text, which in arm["notes"]:
-                notes.setdefault(text, []).append(which)
-        for text, which in notes.items():
-            lines += ["", f"Note: {', '.join(which)}: {text}."]
-        lines += ["", f"![{exp['name']}]({image})", ""]
-        if "notes" in exp:
-            lines += [exp["notes"], ""]
+        lines += section(exp, metric, arms, args.out, runtime)
     if runtime:
         lines += ["## Runtime", "", f"Every finished arm above, on this machine ({os.cpu_count()} cores, CPU only; "
                   "runs may have shared it with others, so these are lower bounds on speed). `multi_reengage.py` has "

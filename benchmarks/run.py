@@ -24,6 +24,8 @@ import time
 import tomllib
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS = os.path.join(ROOT, "benchmarks", "experiments.toml")
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
@@ -45,7 +47,7 @@ def runs(experiments, only="", results=RESULTS):
                 # a subcommand (reengage.py seek) must come before the flags
                 head = arm_args[:1] if arm_args and not arm_args[0].startswith("-") else []
                 args = [*head, *exp.get("common", []), *arm_args[len(head):], "--seed", str(seed),
-                        "--torch-threads", "1"]
+                        "--torch-threads", str(exp.get("threads", 1))]
                 out.append({"experiment": exp["name"], "arm": arm, "seed": seed, "minutes": exp.get("minutes"),
                             "dir": os.path.join(results, exp["name"], re.sub(r"[^\w.+-]", "_", arm), f"seed{seed}"),
                             "command": [sys.executable, os.path.join(ROOT, script), *args]})
@@ -66,19 +68,25 @@ def execute(run):
     with open(os.path.join(run["dir"], "stdout.log"), "w") as log:
         proc = subprocess.Popen(run["command"], cwd=run["dir"], stdout=log, stderr=subprocess.STDOUT,
                                 env={**os.environ, "PYTHONPATH": ROOT})
-        try:
-            rc = proc.wait(timeout=run["minutes"] and 60 * run["minutes"])
-        except subprocess.TimeoutExpired:  # a wall-time budget: SIGTERM makes the script stop like Ctrl-C does
-            out_of_time = True
-            proc.terminate()
-            proc.wait()
-            rc = 0  # stopped by its budget: finished (even if SIGTERM came before the script could catch it)
+        loads, rc = [], None  # the machine's 1-minute load average, once a minute: says whether the run shared it
+        deadline = start + 60 * run["minutes"] if run["minutes"] else None
+        while rc is None:
+            try:
+                rc = proc.wait(timeout=60 if deadline is None else max(0.1, min(60, deadline - time.time())))
+            except subprocess.TimeoutExpired:
+                loads.append(os.getloadavg()[0])
+                if deadline and time.time() >= deadline:  # a wall-time budget: SIGTERM
+                    out_of_time = True  # makes the script stop like Ctrl-C does
+                    proc.terminate()
+                    proc.wait()
+                    rc = 0  # stopped by its budget: finished (even if SIGTERM came before the script could catch it)
     with open(os.path.join(run["dir"], "stdout.log")) as log:
         # Ctrl-C reaches the script too: it saves and exits 0, but the run is not finished
         interrupted = "interrupted at step" in log.read() and not out_of_time
     if rc == 0 and not interrupted:
         with open(os.path.join(run["dir"], "done.json"), "w") as f:
             json.dump({"command": run["command"], "wall_time": time.time() - start, "out_of_time": out_of_time,
+                       "load": float(np.mean(loads)) if loads else None, "cores": os.cpu_count(),
                        "finished": time.strftime("%Y-%m-%d %H:%M:%S")}, f)
     rc = rc or int(interrupted)
     print(f"{'done' if rc == 0 else f'FAILED ({rc})'}: {run['experiment']} / {run['arm']} / seed {run['seed']} "

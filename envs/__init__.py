@@ -18,6 +18,7 @@ import difflib
 import io
 
 import gymnasium as gym
+import numpy as np
 
 from envs.wrappers import DiscretizeAction, SuccessInfo
 
@@ -136,3 +137,27 @@ def make(spec, discrete=None, factorised=False, **kwargs):
 def horizon(env):
     """Episode length T of an env made by `make` (its TimeLimit)."""
     return env.spec.max_episode_steps
+
+
+def sparse_rewards(env):
+    """(r_fail, r_success) of a goal env with a sparse reward: (-1, 0) or (0, 1).
+
+    Probed through the env's own vectorised `compute_reward`: the achieved goal against itself (success), against the
+    desired goal and against displaced copies of itself. Any other value means a dense or unknown reward, which
+    raises EnvError, so a script can refuse it in one line instead of clipping every target flat.
+    """
+    u = env.unwrapped
+    ob, _ = env.reset(seed=0)
+    ag, g = np.asarray(ob["achieved_goal"], np.float64), np.asarray(ob["desired_goal"], np.float64)
+    if ag.shape != g.shape:
+        raise EnvError(f"{env.spec.id}: achieved goal {ag.shape} and desired goal {g.shape} differ in shape")
+    direction = np.random.default_rng(0).standard_normal(ag.shape)
+    goals = np.stack([ag, g] + [ag + scale * direction for scale in (1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0)])
+    r = np.asarray(u.compute_reward(np.broadcast_to(ag, goals.shape), goals, {}), np.float64).reshape(-1)
+    r_success = float(r[0])
+    conventions = {0.0: (-1.0, 0.0), 1.0: (0.0, 1.0)}
+    if r_success not in conventions or not np.isin(r, conventions[r_success]).all():
+        seen = ", ".join(f"{v:.3g}" for v in np.unique(r)[:4])
+        raise EnvError(f"{env.spec.id} has a dense or unknown reward (values {seen}); this script needs a sparse "
+                       "one: -1 until the goal is reached and 0 there, or 0 and 1")
+    return conventions[r_success]

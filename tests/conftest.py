@@ -22,7 +22,7 @@ def run_script(script, *args, cwd, timeout=300):
 
 def eval_lines(stdout):
     """A script's per-evaluation console lines without the timing columns."""
-    return [line.split("| SPS")[0] for line in stdout.splitlines() if line.startswith("epoch")]
+    return [line.split("| SPS")[0] for line in stdout.splitlines() if line.startswith("step ")]
 
 
 class IndexGoalEnv:

@@ -1,13 +1,17 @@
 """her_ddpg.py: the sampler's relabeling, the target clip and the normaliser; then the script as a user runs it."""
 
+import glob
+import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
 import envs
-from conftest import (IndexGoalEnv, assert_one_line_error, eval_lines, final_success, indexed_episodes,
+from conftest import (ROOT, IndexGoalEnv, assert_one_line_error, eval_lines, final_success, indexed_episodes,
                       train_save_and_reload)
 from her_ddpg import EpisodeBuffer, Normalizer, td_target
 
@@ -101,7 +105,7 @@ def test_normalizer_standardises_then_clips():
 
 # -- the script ----------------------------------------------------------------------------------------------------
 
-TINY = ["--total-timesteps", "400", "--n-cycles", "1", "--n-batches", "5", "--hidden-dim", "32", "--batch-size", "32"]
+TINY = ["--total-timesteps", "400", "--eval-interval", "200", "--n-batches", "5", "--hidden-dims", "32", "--batch-size", "32"]
 
 
 def test_help_is_the_manual(run):
@@ -117,8 +121,8 @@ def test_smoke_train_save_and_reload(run, tmp_path):
 
 
 def test_smoke_fetch_reach(run):
-    out = run("her_ddpg.py", "--env", "FetchReach", "--total-timesteps", "100", "--n-cycles", "1", "--n-batches", "2",
-              "--n-test-rollouts", "2", "--hidden-dim", "32")
+    out = run("her_ddpg.py", "--env", "FetchReach", "--total-timesteps", "100", "--n-batches", "2",
+              "--n-test-rollouts", "2", "--hidden-dims", "32")
     assert out.returncode == 0, out.stderr
     assert len(eval_lines(out.stdout)) == 1
 
@@ -126,8 +130,8 @@ def test_smoke_fetch_reach(run):
 @pytest.mark.parametrize("env", ["FetchPush", "FetchPickAndPlace", "FetchSlide", "HandReach", "ContinuousSeek:d=20",
                                  "Point2DFourRoom", "FourRooms", "Navigation:k=5", "GoalReacher"])
 def test_smoke_runs_on_every_continuous_goal_env(run, env):
-    out = run("her_ddpg.py", "--env", env, "--total-timesteps", "100", "--n-cycles", "1", "--n-batches", "2",
-              "--n-test-rollouts", "2", "--hidden-dim", "16", "--batch-size", "16")
+    out = run("her_ddpg.py", "--env", env, "--total-timesteps", "100", "--num-envs", "2", "--n-batches", "2",
+              "--n-test-rollouts", "2", "--hidden-dims", "16", "--batch-size", "16")
     assert out.returncode == 0, out.stderr
     assert re.search(r"success \d\.\d\d", out.stdout)
 
@@ -146,7 +150,7 @@ def test_bad_input_gets_a_one_line_error(run, args, message):
 def test_learns_point2d_and_relabeling_is_what_makes_it_learn(run):
     """6k env steps (60 episodes): HER reaches >= 0.5 success (seeds 1-3 gave 0.72, 0.90, 0.68); without
     relabeling the same budget stays near chance (0.04)."""
-    args = ["--env", "Point2D", "--total-timesteps", "6000", "--n-cycles", "5", "--hidden-dim", "64",
+    args = ["--env", "Point2D", "--total-timesteps", "6000", "--eval-interval", "1000", "--hidden-dims", "64", "64", "64",
             "--n-batches", "20", "--n-test-rollouts", "50", "--seed", "1"]
     her = run("her_ddpg.py", *args)
     none = run("her_ddpg.py", *args, "--replay-strategy", "none")
@@ -160,3 +164,98 @@ def test_default_fetch_reach_demo_is_solved_in_5k_steps(run, seed):
     out = run("her_ddpg.py", "--env", "FetchReach", "--seed", str(seed), timeout=600)
     assert out.returncode == 0, out.stderr
     assert "step     5000" in out.stdout and final_success(out.stdout) >= 0.95, out.stdout
+
+
+# -- rewards --------------------------------------------------------------------------------------------------------
+
+def test_target_clip_follows_a_zero_one_reward():
+    """With r in {0, 1} (PointMaze, AntMaze) returns lie in [0, 1/(1-gamma)]: the -1/0 clip would flatten them all."""
+    gamma = 0.9
+    r, d = torch.tensor([1.0, 0.0, 0.0]), torch.zeros(3)
+    y = td_target(r, d, torch.tensor([5.0, -3.0, 50.0]), gamma, rewards=envs.sparse_rewards(envs.make("PointMaze_UMaze-v3")))
+    torch.testing.assert_close(y, torch.tensor([1 + gamma * 5, 0.0, 1 / (1 - gamma)]))
+
+
+def test_a_dense_reward_is_refused_in_one_line(run):
+    assert_one_line_error(run("her_ddpg.py", "--env", "FetchReachDense-v4"), "dense or unknown reward")
+
+
+# -- workers (torchrun) ---------------------------------------------------------------------------------------------
+
+def _worker(rank, world, rendezvous, results):
+    """One torchrun-like worker: identical start (broadcast), own data, averaged gradients, summed normaliser."""
+    import torch.distributed as dist
+
+    import her_ddpg
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
+    torch.manual_seed(100 + rank)  # different initial weights on purpose: the broadcast must make them equal
+    args = her_ddpg.Args(hidden_dims=[16])
+    nets = [her_ddpg.Actor(4, 2, 2, [16], 1.0), her_ddpg.Critic(4, 2, 2, [16], 1.0)]
+    for p in [*nets[0].parameters(), *nets[1].parameters()]:
+        dist.broadcast(p.data, 0)
+    targets = [her_ddpg.Actor(4, 2, 2, [16], 1.0), her_ddpg.Critic(4, 2, 2, [16], 1.0)]
+    opts = [torch.optim.Adam(n.parameters(), 1e-3) for n in nets]
+    rng = np.random.default_rng(rank)
+    norm = her_ddpg.Normalizer(3)
+    seen = []
+    for _ in range(5):
+        x = rng.normal(rank, 1 + rank, (7 + rank, 3))
+        norm.update(x)
+        seen.append(x)
+        batch = [torch.randn(8, 6), torch.rand(8, 2), -torch.ones(8), torch.randn(8, 6), torch.zeros(8)]
+        her_ddpg.update(batch, nets[0], nets[1], targets[0], targets[1], opts[0], opts[1], args, 0.98, (-1.0, 0.0))
+    flat = torch.cat([p.detach().reshape(-1) for n in nets for p in n.parameters()])
+    results[rank] = (flat.numpy(), np.concatenate(seen), norm.sum, norm.sumsq, norm.count)
+    dist.destroy_process_group()
+
+
+def test_workers_stay_identical_and_normaliser_sums_every_workers_data(tmp_path):
+    import torch.multiprocessing as mp
+
+    results = mp.Manager().dict()
+    mp.spawn(_worker, args=(2, str(tmp_path / "rdzv"), results), nprocs=2)
+    (p0, x0, sum0, sumsq0, n0), (p1, x1, sum1, sumsq1, n1) = results[0], results[1]
+    np.testing.assert_array_equal(p0, p1)  # after 5 averaged steps the workers' weights are bit-identical
+    everything = np.concatenate([x0, x1])
+    assert n0 == n1 == len(everything)
+    np.testing.assert_allclose(sum0, everything.sum(0))
+    np.testing.assert_allclose(sumsq1, np.square(everything).sum(0))
+
+
+def _grad_worker(rank, world, rendezvous, results):
+    import torch.distributed as dist
+
+    import her_ddpg
+
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
+    net = torch.nn.Linear(3, 2)
+    for p in net.parameters():
+        p.grad = torch.full_like(p, float(rank + 1)) * torch.arange(p.numel()).view_as(p)
+    her_ddpg.average_gradients(net)
+    results[rank] = [p.grad.clone().numpy() for p in net.parameters()]
+    dist.destroy_process_group()
+
+
+def test_averaged_gradient_is_the_mean_of_the_workers_gradients(tmp_path):
+    import torch.multiprocessing as mp
+
+    results = mp.Manager().dict()
+    mp.spawn(_grad_worker, args=(3, str(tmp_path / "rdzv"), results), nprocs=3)
+    for rank in range(3):
+        for g in results[rank]:
+            np.testing.assert_allclose(g, np.arange(g.size).reshape(g.shape) * (1 + 2 + 3) / 3)
+
+
+def test_torchrun_two_workers_train_and_only_rank_0_reports(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          "29517", os.path.join(ROOT, "her_ddpg.py"), "--env", "Point2D", "--total-timesteps", "800",
+                          "--eval-interval", "400", "--n-batches", "3", "--hidden-dims", "16", "--batch-size", "16",
+                          "--n-test-rollouts", "2", "--save-model"],
+                         cwd=tmp_path, env={**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"},
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.count("her_ddpg | Point2D-v0 | 800 env steps x 2 workers") == 1
+    assert len(eval_lines(out.stdout)) == 2 and out.stdout.count("her_ddpg done") == 1
+    assert len(glob.glob(str(tmp_path / "runs" / "*" / "her_ddpg.pt"))) == 1

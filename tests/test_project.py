@@ -42,15 +42,15 @@ def test_algorithm_files_import_only_libraries_and_envs():
 
 
 LONG_RUNS = {  # arguments that print an evaluation line soon and then train for a long time
-    "her_ddpg.py": ["--env", "Point2D", "--n-cycles", "1", "--hidden-dim", "32"],
+    "her_ddpg.py": ["--env", "Point2D", "--eval-interval", "200", "--hidden-dims", "32"],
     "reengage.py": ["baselines", "--env", "Point2D", "--n-cycles", "1", "--hidden-dim", "32"],
     "hem.py": ["--env", "Point2D", "--eval-interval", "100", "--hidden-dim", "32"],
     "mher.py": ["--env", "Point2D", "--n-cycles", "1", "--random-episodes", "1", "--dyn-warmup", "1", "--hidden-dim",
                 "32"],
     "hdm.py": ["--env", "Point2D", "--eval-interval", "100", "--random-episodes", "1", "--hidden-dims", "32", "32"],
     "htrpo.py": ["--env", "BitFlip:n=4", "--steps-per-iter", "40", "--eval-interval", "40", "--hidden-dims", "32"],
-    "multi_reengage.py": ["--env", "DriveSeek", "--learning-starts", "40", "--eval-interval", "80", "--encoder-dim",
-                          "16", "--head-dim", "16", "--n-test-rollouts", "2"],
+    "multi_reengage.py": ["--env", "DriveSeek", "--random-episodes", "1", "--eval-interval", "80", "--encoder-dims",
+                          "16", "16", "--hidden-dims", "16", "--n-test-rollouts", "2"],
 }
 
 
@@ -64,7 +64,8 @@ def test_ctrl_c_saves_the_checkpoint(tmp_path, script):
                             env={**os.environ, "PYTHONPATH": ROOT}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
-        assert proc.stdout.readline().startswith("epoch")  # training is under way
+        assert proc.stdout.readline().startswith(script[:-3] + " | ")  # the header line
+        assert proc.stdout.readline().startswith("step ")  # an evaluation: training is under way
         proc.send_signal(signal.SIGINT)
         try:
             out, err = proc.communicate(timeout=180)
@@ -80,8 +81,8 @@ def test_ctrl_c_saves_the_checkpoint(tmp_path, script):
 
 
 SHORT_RUNS = {  # a few evaluations' worth of training, and the checkpoint entry holding the trained network
-    "her_ddpg.py": (["--env", "ContinuousSeek:d=2", "--total-timesteps", "600", "--n-cycles", "5", "--n-batches", "5",
-                     "--batch-size", "64", "--n-test-rollouts", "20", "--hidden-dim", "32"], "actor"),
+    "her_ddpg.py": (["--env", "ContinuousSeek:d=2", "--total-timesteps", "600", "--eval-interval", "100", "--n-batches",
+                     "5", "--batch-size", "64", "--n-test-rollouts", "20", "--hidden-dims", "32"], "actor"),
     "reengage.py": (["seek", "--env", "ContinuousSeek:d=2", "--total-timesteps", "400", "--n-cycles", "10",
                      "--learning-starts", "100", "--batch-size", "64", "--n-test-rollouts", "10", "--hidden-dim", "32"],
                     "actor"),
@@ -93,9 +94,9 @@ SHORT_RUNS = {  # a few evaluations' worth of training, and the checkpoint entry
                 "--n-test-rollouts", "2", "--hidden-dims", "32", "32"], "q_net"),
     "htrpo.py": (["--env", "BitFlip:n=4,start=zeros", "--total-timesteps", "240", "--steps-per-iter", "40",
                   "--eval-interval", "80", "--n-test-rollouts", "10", "--hidden-dims", "16"], "policy"),
-    "multi_reengage.py": (["--env", "NoisySeek", "--total-timesteps", "240", "--learning-starts", "80",
-                           "--eval-interval", "80", "--batch-size", "16", "--encoder-dim", "16", "--head-dim", "16",
-                           "--n-test-rollouts", "3"], "actor"),
+    "multi_reengage.py": (["--env", "NoisySeek", "--total-timesteps", "240", "--random-episodes", "2",
+                           "--eval-interval", "80", "--batch-size", "16", "--encoder-dims", "16", "16", "--hidden-dims",
+                           "16", "--n-test-rollouts", "3"], "actor"),
 }
 
 
@@ -117,3 +118,56 @@ def test_same_seed_same_evaluation_curve_and_weights(tmp_path, script):
     assert len(grads) == len(lines_a) and grads[-1] > 0 and (np.diff(grads) >= 0).all()
     assert all(torch.equal(net_a[k], net_b[k]) for k in net_a)
     assert not all(torch.equal(net_a[k], net_c[k]) for k in net_a)
+
+
+SCRIPTS = sorted(SHORT_RUNS)
+BELOW_WARMUP = {  # budgets shorter than the warm-up (or than one round of episodes)
+    "her_ddpg.py": ["--env", "FetchReach", "--total-timesteps", "1", "--n-batches", "1", "--n-test-rollouts", "2",
+                    "--hidden-dims", "16"],
+    "multi_reengage.py": ["--total-timesteps", "50", "--n-test-rollouts", "2", "--encoder-dims", "16", "16",
+                          "--hidden-dims", "16"],
+}
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_budget_below_the_warm_up_still_ends_with_an_evaluation_and_the_summary(tmp_path, script):
+    out = run_script(script, *BELOW_WARMUP[script], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    algo = script[:-3]
+    assert lines[0].startswith(f"{algo} | ") and "run runs/" in lines[0] and "tensorboard --logdir runs" in lines[0]
+    assert eval_lines(out.stdout), out.stdout  # at least one evaluation, with a success figure
+    assert re.match(rf"{algo} done \| success \d\.\d\d \| [\d,]+ env steps \| [\d,]+ gradient steps \| \d+ s",
+                    lines[-1]), lines[-1]
+
+
+class RunsCode:
+    """Unpickling this runs a shell command: what a checkpoint from elsewhere could hide."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_checkpoint_that_would_run_code_is_refused_and_runs_nothing(tmp_path, script):
+    import pickle
+
+    marker = tmp_path / "pwned"
+    for name, save in [("raw.pt", lambda obj, f: pickle.dump(obj, f)), ("zip.pt", torch.save)]:
+        with open(tmp_path / name, "wb") as f:
+            save({"algo": script[:-3], "actor": RunsCode(marker)}, f)
+        out = run_script(script, "--eval-checkpoint", str(tmp_path / name), cwd=tmp_path)
+        assert out.returncode != 0 and "not a" in out.stderr and "checkpoint" in out.stderr, out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr, out.stderr
+        assert not marker.exists()
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_file_that_is_not_a_checkpoint_gets_one_line(tmp_path, script):
+    (tmp_path / "notes.txt").write_text("not a checkpoint\n")
+    out = run_script(script, "--eval-checkpoint", str(tmp_path / "notes.txt"), cwd=tmp_path)
+    assert out.returncode != 0 and "not a" in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr, out.stderr

@@ -1,38 +1,40 @@
-"""HDM: Hindsight Divergence Minimization (Zhang & Stadie, 2022), with the paper's Table 1 baselines as --algo.
+# SPDX-License-Identifier: MIT -- docs: docs/hdm.md
+"""HDM: Hindsight Divergence Minimization (Zhang & Stadie, "Understanding Hindsight Goal Relabeling Requires
+Rethinking Divergence Minimization", 2022), with the paper's Table 1 baselines as --algo.
 
 Idea: goal-conditioned Q-learning and hindsight behaviour cloning both minimise a divergence between the policy's
-state-action distribution and the hindsight ("expert") data. Worked out from first principles, the Q-learning half
-gives HER's reward: 0 when the relabelled goal is the very next state, -1 otherwise. The behaviour-cloning half is
-only sound where the cloned action actually helps, and the Q-function can tell: imitate a_t only when Q says it moves
-the agent at least -ln gamma_hdm steps closer, Q(s, a, g) - max_a' Q(s', a', g) < ln gamma_hdm. One network is both
-the Q-function and the Boltzmann policy pi = softmax(Q), so actions are discrete (continuous envs are discretised).
+state-action distribution and the hindsight ("expert") data. Worked out from first principles (Sec. 4.3), the
+Q-learning half gives HER's reward: 0 when the relabelled goal is the very next state, -1 otherwise. The
+behaviour-cloning half is only sound where the cloned action actually helps, and the Q-function can tell (Sec. 4.4):
+imitate a_t only when Q says it moves the agent at least -ln gamma_hdm steps closer,
+Q(s, a, g) - max_a' Q(s', a', g) < ln gamma_hdm. One network is both the Q-function and the Boltzmann policy
+pi = softmax(Q), so actions are discrete (Box envs are discretised, 3 bins per dimension).
 
-Equations implemented (the reward form the authors' code runs, ../shared/specs/hdm.md §3.2):
+Equations implemented (Alg. 1 in the reward form the authors' code runs, duruoli/hdm2, hdm/learn/core.py):
   relabel:    g = ag_{t+1+k}, k ~ U{0..L-t-1}, k = 0 with probability next_state_p; relabelled with probability
-              future_p (0.85), else the episode's goal
+              future_p (0.85), else the episode's goal                       (duruoli/hdm2, hdm/replay/core.py)
   reward:     r = 0 if the goal was relabelled with k = 0 (the next state, by index), else -1   (Eq. 28, r=-1, beta=1)
   TD:         y = min(r + gamma Q'(s', argmax_a' Q(s', a', g), g), 0)  (double DQN); L_td = mean (Q(s, a, g) - y)^2
   gate:       w = 1[Q(s, a, g) - max_a' Q(s', a', g) < ln gamma_hdm]                                (Eq. 31)
   BC:         L_bc = -mean_batch w log softmax(Q(s, ., g))[a]                                       (Eq. 32)
-  loss:       L_td + beta L_bc; Adam; every 10 steps Q' <- 0.995 Q' + 0.005 Q
+  loss:       L_td + beta L_bc; Adam; every target_interval (10) gradient steps Q' <- 0.995 Q' + 0.005 Q
 --algo picks a row of Table 1 (same network, sampler and schedule):
-  gcsl      only -mean log softmax(Q(s, ., g_bc))[a], g_bc = ag_{t+1+k} for every row; no TD, no target; acts by
-            sampling softmax(Q)
+  gcsl      only -mean log softmax(Q(s, ., g_bc))[a], g_bc = ag_{t+1+k} for every row (Eq. 12); no TD, no target;
+            acts by sampling softmax(Q)
   her01     L_td with r = 1 on next-state goals, 0 otherwise (target clipped to [0, 1/(1 - gamma)])
   her_sql   L_td with the soft backup y = r + gamma tau (logsumexp(Q'(s', .)/tau) - ln |A|), tau = 0.2
   her       L_td with r = (-1, 0);  her_hbc  L_td + beta L_bc with w = 1 on every row;  hdm  the gated loss above
-Deviations from the paper: 2 x 256 hidden units and lr 1e-3 by default (the paper's [400, 300] and 5e-4 are
---hidden-dims 400 300 --lr 5e-4; ../shared/specs/hdm.md §9.1), 20 random episodes before training (paper 200), and
-the target is clipped at 0 on every env (the authors' code leaves Four Rooms unclipped: --no-clip-target). The env
-reward is never used in training unless --reward threshold asks for HER's usual distance reward; success
-(evaluation) always uses it.
+Rewards: always the method's own convention (above); --reward threshold takes success from the env's compute_reward
+(-1/0 or 0/1, dense refused) instead of the next-state test. Evaluation: info["is_success"] at the final step.
+Deviations from the paper (reasons in docs/hdm.md): 2 x 256 hidden units and lr 1e-3 by default (Table 2: 400-300,
+5e-4), 20 random episodes before training (Table 2: 200), and the TD target clipped on every env (the authors' code
+leaves Four Rooms unclipped: --no-clip-target).
 
 Usage:
   python hdm.py --env FetchReach                                   # the demo: 27 discrete actions, 6k env steps
   # Table 1's Four Rooms column with the paper's network and warm-up (--algo her | gcsl for the baselines):
   python hdm.py --env FourRooms --next-state-p 0.2 --total-timesteps 200000 \
       --hidden-dims 400 300 --lr 5e-4 --random-episodes 200
-  python hdm.py --env BitFlip:n=10 --algo her --total-timesteps 20000
   python hdm.py --eval-checkpoint runs/<run>/hdm.pt --n-test-rollouts 100
 """
 
@@ -43,7 +45,7 @@ import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import List, Literal, Optional
+from typing import List, Literal, NamedTuple, Optional
 
 import gymnasium as gym
 import numpy as np
@@ -54,6 +56,8 @@ import tyro
 from torch.utils.tensorboard import SummaryWriter
 
 import envs
+
+ALGO = "hdm"
 
 
 @dataclass
@@ -68,15 +72,42 @@ class Args:
     """env steps, all envs and the random warm-up episodes counted"""
     num_envs: int = 1
     """parallel envs; one cycle collects one episode from each, then as many gradient steps as env steps (UTD 1)"""
+    eval_interval: int = 1_000
+    """env steps between evaluations, none during the warm-up (paper: 2000, one epoch of 40 episodes); one more ends
+    the run"""
+    n_test_rollouts: int = 20
+    """greedy evaluation episodes per evaluation (paper: 50)"""
+    batch_size: int = 256
+    """transitions per gradient step"""
+    buffer_size: int = 1_000_000
+    """replay capacity in transitions"""
+    future_p: float = 0.85
+    """hindsight relabelling ratio: the fraction of goals replaced by achieved ones"""
+    next_state_p: float = 0.5
+    """next-state relabelling ratio: the probability that a relabelled goal is the very next state (k = 0); paper: 0.2
+    Four Rooms, 0.5 Lunar Lander, 0.6 the Sawyer tasks"""
+    gamma: float = 0.98
+    """discount"""
+    polyak: float = 0.995
+    """target smoothing: target <- polyak * target + (1 - polyak) * online, once every target_interval gradient steps"""
+    target_interval: int = 10
+    """gradient steps between two Polyak updates of the target network (Table 2's "target update interval")"""
+    lr: float = 1e-3
+    """Adam learning rate (paper: 5e-4)"""
+    random_eps: float = 0.1
+    """probability of a uniformly random action while collecting, epsilon-greedy (gcsl samples softmax(Q) instead)"""
+    random_episodes: int = 20
+    """episodes of uniformly random actions before training, counted in the budget (paper: 200)"""
+    hidden_dims: List[int] = field(default_factory=lambda: [256, 256])
+    """hidden layer widths of the Q-network (ReLU; paper: 400 300)"""
     bins: int = 3
     """discretisation of each Box action dimension ({-1, 0, 1} for 3 bins)"""
     head: Literal["auto", "joint", "factorised"] = "auto"
     """Q over the joint discretised actions, or one head per action dimension with Q = sum_i Q_i; auto: factorised
     only when the joint action set exceeds 100"""
     reward: Literal["next_state", "threshold"] = "next_state"
-    """training reward: the paper's self-supervised one (0 iff the goal is the next state) or the env's distance test"""
-    gamma: float = 0.98
-    """discount"""
+    """training reward: the paper's self-supervised one (success iff the goal is the next state, by index) or the
+    env's success test (its compute_reward; the env must have a sparse reward)"""
     gamma_hdm: float = 0.85
     """the gate's threshold: imitate when Q(s, a, g) - max Q(s', ., g) < ln gamma_hdm (paper: 0.85 Four Rooms)"""
     beta: float = 1.0
@@ -86,42 +117,38 @@ class Args:
     env but Four Rooms"""
     sql_tau: float = 0.2
     """her_sql: temperature of the soft backup"""
-    future_p: float = 0.85
-    """hindsight relabelling ratio: the fraction of goals replaced by achieved ones"""
-    next_state_p: float = 0.5
-    """next-state relabelling ratio: the probability that a relabelled goal is the very next state (k = 0); paper: 0.2
-    Four Rooms, 0.5 Lunar Lander, 0.6 the Sawyer tasks"""
-    eps: float = 0.1
-    """probability of a uniformly random action while collecting (gcsl samples softmax(Q) instead)"""
-    random_episodes: int = 20
-    """episodes of uniformly random actions before training (paper: 200)"""
-    batch_size: int = 256
-    """transitions per gradient step"""
-    buffer_size: int = 1_000_000
-    """replay capacity in transitions"""
-    lr: float = 1e-3
-    """Adam learning rate (paper: 5e-4)"""
-    hidden_dims: List[int] = field(default_factory=lambda: [256, 256])
-    """hidden layer sizes (paper: 400 300)"""
-    polyak: float = 0.995
-    """target <- polyak * target + (1 - polyak) * main, every target_interval gradient steps"""
-    target_interval: int = 10
-    """gradient steps between target updates"""
-    eval_interval: int = 1_000
-    """env steps between evaluations (paper: 2000, one epoch of 40 episodes)"""
-    n_test_rollouts: int = 20
-    """greedy evaluation episodes per evaluation (paper: 50)"""
     save_model: bool = False
     """write the Q-network and args to runs/<run>/hdm.pt after each evaluation and at the end"""
     eval_checkpoint: Optional[str] = None
     """evaluate this checkpoint for --n-test-rollouts episodes instead of training"""
     torch_threads: int = 1
-    """PyTorch CPU threads; 1 is fastest for these small networks on a 2-core machine; 0 keeps PyTorch's default"""
+    """PyTorch CPU threads (0: PyTorch's default, every core)"""
     torch_deterministic: bool = True
     """use deterministic torch algorithms"""
     cuda: bool = False
     """train on the GPU if one is available"""
 
+
+def mlp(in_dim, out_dim, hidden_dims, activation=nn.ReLU):
+    layers, dims = [], [in_dim, *hidden_dims]
+    for a, b in zip(dims[:-1], dims[1:]):
+        layers += [nn.Linear(a, b), activation()]
+    return nn.Sequential(*layers, nn.Linear(dims[-1], out_dim))
+
+
+class Batch(NamedTuple):
+    obs: np.ndarray
+    actions: np.ndarray  # [B, dims] action indices
+    rewards: np.ndarray  # in the method's convention, algo_rewards(args.algo)
+    next_obs: np.ndarray
+    g: np.ndarray
+    dones: np.ndarray  # always 0: no terminal states, the target bootstraps through the goal (authors' code)
+    g_bc: np.ndarray  # GCSL's goal ag_{t+1+k}, relabelled on every row
+
+
+# ---- HDM: what differs from her_ddpg.py ----
+# One discrete Q-network is critic and policy; the reward is 0 on next-state goals (by index); the loss is double
+# DQN's TD plus the gated cross-entropy of softmax(Q). --algo switches to the other rows of Table 1.
 
 class QNetwork(nn.Module):
     """Q(s, ., g) = MLP([obs, g]) -> [dims, n]: one row of n values per action dimension (dims = 1: joint actions).
@@ -129,11 +156,7 @@ class QNetwork(nn.Module):
 
     def __init__(self, in_dim, dims, n, hidden_dims):
         super().__init__()
-        layers, last = [], in_dim
-        for h in hidden_dims:
-            layers += [nn.Linear(last, h), nn.ReLU()]
-            last = h
-        self.net, self.dims, self.n = nn.Sequential(*layers, nn.Linear(last, dims * n)), dims, n
+        self.net, self.dims, self.n = mlp(in_dim, dims * n, hidden_dims), dims, n
 
     def forward(self, x):
         return self.net(x).view(-1, self.dims, self.n)
@@ -154,14 +177,22 @@ def soft_value(q, tau):
     return (tau * (torch.logsumexp(q / tau, -1) - math.log(q.shape[-1]))).sum(1)
 
 
+def algo_rewards(algo):
+    """(r_fail, r_success) the method trains on: (0, 1) for Table 1's HER r = (0, 1), else (-1, 0) (Eq. 28)."""
+    return (0.0, 1.0) if algo == "her01" else (-1.0, 0.0)
+
+
 class EpisodeBuffer:
     """Whole episodes as arrays obs[E, T+1], ag[E, T+1], g[E, T], actions[E, T, dims] (integers); sample() relabels.
 
     Episodes that end early (tasks that terminate on success) keep their length in ep_len; steps past it are unused.
+    reached(ag_next, g) -> bool array is --reward threshold's success test; None: the next-state test, by index.
     """
 
-    def __init__(self, capacity, T, obs_dim, goal_dim, act_dims, rng):
+    def __init__(self, capacity, T, obs_dim, goal_dim, act_dims, rng, future_p=0.85, next_state_p=0.5,
+                 rewards=(-1.0, 0.0), reached=None):
         self.E, self.T, self.rng = max(capacity // T, 1), T, rng
+        self.future_p, self.next_state_p, self.rewards, self.reached = future_p, next_state_p, rewards, reached
         self.obs = np.zeros((self.E, T + 1, obs_dim), np.float32)
         self.ag = np.zeros((self.E, T + 1, goal_dim), np.float32)
         self.g = np.zeros((self.E, T, goal_dim), np.float32)
@@ -176,19 +207,30 @@ class EpisodeBuffer:
         self.ptr, self.size = (self.ptr + len(ep_len)) % self.E, min(self.size + len(ep_len), self.E)
         return idx
 
-    def sample(self, batch_size, future_p, next_state_p):
-        """(s_t, a_t, s_{t+1}, ag_{t+1}, g, pos, g_bc). pos marks goals relabelled to the next state (k = 0), the
-        only rows with the self-supervised reward 0; g_bc = ag_{t+1+k} is GCSL's goal for every row."""
+    def sample(self, batch_size):
         e = self.rng.integers(0, self.size, batch_size)
         L = self.ep_len[e]
         t = (self.rng.random(batch_size) * L).astype(np.int64)
         k = (self.rng.random(batch_size) * (L - t)).astype(np.int64)  # k in 0 .. L-t-1: goal index t+1 .. L
-        k[self.rng.random(batch_size) < next_state_p] = 0
-        relabel = self.rng.random(batch_size) < future_p
+        k[self.rng.random(batch_size) < self.next_state_p] = 0
+        relabel = self.rng.random(batch_size) < self.future_p
         g_bc = self.ag[e, t + 1 + k]
         g = np.where(relabel[:, None], g_bc, self.g[e, t])
-        pos = (relabel & (k == 0)).astype(np.float32)
-        return self.obs[e, t], self.actions[e, t], self.obs[e, t + 1], self.ag[e, t + 1], g, pos, g_bc
+        if self.reached is None:  # Eq. 28: success only on goals relabelled to the next state itself
+            success = relabel & (k == 0)
+        else:  # --reward threshold: the env's own test on (ag_{t+1}, g)
+            success = self.reached(self.ag[e, t + 1], g)
+        r = np.where(success, self.rewards[1], self.rewards[0]).astype(np.float32)
+        return Batch(self.obs[e, t], self.actions[e, t], r, self.obs[e, t + 1], g, np.zeros_like(r), g_bc)
+
+
+def td_target(r, q_next, gamma, rewards=(-1.0, 0.0), clip=True):
+    """y = r + gamma Q'(s', a'), with no terminal states; clipped to the return's range: y <= 0 with (-1, 0) rewards
+    (the authors' one-sided clip), 0 <= y <= 1/(1 - gamma) with (0, 1) rewards."""
+    y = r + gamma * q_next
+    if not clip:
+        return y
+    return y.clamp(0.0, 1 / (1 - gamma)) if rewards == (0.0, 1.0) else y.clamp(max=rewards[1] / (1 - gamma))
 
 
 def hdm_loss(q_net, q_target, x, a, r, x2, x_bc, args):
@@ -201,11 +243,10 @@ def hdm_loss(q_net, q_target, x, a, r, x2, x_bc, args):
     with torch.no_grad():
         q2_online, q2_target = q_net(x2), q_target(x2)
         if args.algo == "her_sql":  # soft backup on the target network
-            y = r + args.gamma * soft_value(q2_target, args.sql_tau)
+            q_next = soft_value(q2_target, args.sql_tau)
         else:  # double DQN: the online net picks a', the target net values it
-            y = r + args.gamma * q_of(q2_target, q2_online.argmax(-1))
-        if args.clip_target:  # the return's range (hdm.md §5: the authors' code clips on every env but Four Rooms)
-            y = y.clamp(0, 1 / (1 - args.gamma)) if args.algo == "her01" else y.clamp(max=0.0)
+            q_next = q_of(q2_target, q2_online.argmax(-1))
+        y = td_target(r, q_next, args.gamma, algo_rewards(args.algo), args.clip_target)
         q2_max = q2_online.max(-1).values.sum(1)
     td_loss = (q_sa - y).pow(2).mean()  # no 1/2, as the authors' code
     stats = {"td_loss": td_loss.item(), "q_values": q_sa.mean().item()}
@@ -217,8 +258,22 @@ def hdm_loss(q_net, q_target, x, a, r, x2, x_bc, args):
     return td_loss + args.beta * bc_loss, stats
 
 
+def update(batch, q_net, q_target, optimizer, args):
+    """One gradient step of --algo's loss on a relabelled batch; returns the logged losses and stats."""
+    device = next(q_net.parameters()).device
+    x, x2, x_bc = (torch.as_tensor(np.concatenate(p, -1), device=device)
+                   for p in ((batch.obs, batch.g), (batch.next_obs, batch.g), (batch.obs, batch.g_bc)))
+    a, r = torch.as_tensor(batch.actions, device=device), torch.as_tensor(batch.rewards, device=device)
+    loss, stats = hdm_loss(q_net, q_target, x, a, r, x2, x_bc, args)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    stats["positive_fraction"] = float((batch.rewards == algo_rewards(args.algo)[1]).mean())
+    return stats
+
+
 def select_action(q_net, x, explore, args, rng):
-    """Greedy argmax; while collecting, eps-uniform (gcsl: a sample of softmax(Q))."""
+    """Greedy argmax; while collecting, epsilon-greedy with random_eps (gcsl: a sample of softmax(Q))."""
     with torch.no_grad():
         q = q_net(x)
     if explore and args.algo == "gcsl":
@@ -228,8 +283,26 @@ def select_action(q_net, x, explore, args, rng):
         a = q.argmax(-1).cpu().numpy()
     if explore and args.algo != "gcsl":
         random_a = rng.integers(0, q.shape[-1], a.shape)
-        a = np.where(rng.random((len(a), 1)) < args.eps, random_a, a)
+        a = np.where(rng.random((len(a), 1)) < args.random_eps, random_a, a)
     return a  # [n_envs, dims]
+# ---- end ----
+
+
+def soft_update(net, target, polyak):
+    """target <- polyak * target + (1 - polyak) * net."""
+    with torch.no_grad():
+        for p, p_t in zip(net.parameters(), target.parameters()):
+            p_t.lerp_(p, 1 - polyak)
+
+
+class Episodes(NamedTuple):
+    obs: np.ndarray  # [n, T+1, obs_dim]
+    ag: np.ndarray  # [n, T+1, goal_dim]
+    g: np.ndarray  # [n, T, goal_dim]
+    actions: np.ndarray  # [n, T, dims] action indices
+    ep_len: np.ndarray  # [n]
+    success: np.ndarray  # [n], is_success at each episode's final step
+    ret: np.ndarray  # [n], undiscounted env return
 
 
 def env_action(a, space):
@@ -237,8 +310,8 @@ def env_action(a, space):
     return a if isinstance(space, gym.spaces.MultiDiscrete) else a[:, 0]
 
 
-def rollout(vec_env, q_net, T, device, explore, args, rng, warmup=False):
-    """One episode in each env (reset together, stepped in lockstep); returns the episode arrays and stats."""
+def rollout(vec_env, q_net, T, device, args, rng, *, explore, warmup=False):
+    """One episode in each env (reset together, stepped in lockstep); explore: epsilon-greedy, warmup: uniform."""
     n, space = vec_env.num_envs, vec_env.single_action_space
     ob, _ = vec_env.reset()
     dims = len(space.nvec) if isinstance(space, gym.spaces.MultiDiscrete) else 1
@@ -255,8 +328,7 @@ def rollout(vec_env, q_net, T, device, explore, args, rng, warmup=False):
             a = rng.integers(0, space.nvec if dims > 1 else space.n, (n, dims))
         else:
             x = np.concatenate([ob["observation"], ob["desired_goal"]], -1).astype(np.float32)
-            x = torch.as_tensor(x, device=device)
-            a = select_action(q_net, x, explore, args, rng)
+            a = select_action(q_net, torch.as_tensor(x, device=device), explore, args, rng)
         ob, r, terminated, truncated, info = vec_env.step(env_action(a, space))
         actions[:, t], obs[:, t + 1], ag[:, t + 1] = a, ob["observation"], ob["achieved_goal"]
         ret += r * running
@@ -266,16 +338,16 @@ def rollout(vec_env, q_net, T, device, explore, args, rng, warmup=False):
         running &= ~ended
         if not running.any():
             break
-    return obs, ag, g, actions, ep_len, success, ret
+    return Episodes(obs, ag, g, actions, ep_len, success, ret)
 
 
 def evaluate(vec_env, q_net, T, device, n_episodes, args, rng):
     """Greedy policy; success = is_success at each episode's final step. Returns (success rate, return)."""
     successes, returns = [], []
     while len(successes) < n_episodes:
-        *_, success, ret = rollout(vec_env, q_net, T, device, False, args, rng)
-        successes += list(success)
-        returns += list(ret)
+        ep = rollout(vec_env, q_net, T, device, args, rng, explore=False)
+        successes += list(ep.success)
+        returns += list(ep.ret)
     return float(np.mean(successes[:n_episodes])), float(np.mean(returns[:n_episodes]))
 
 
@@ -304,33 +376,53 @@ def action_shape(space):
 
 
 def check_env(env, args):
-    """One-line errors for envs and settings this script cannot handle."""
+    """One-line errors for envs and settings this script cannot handle. Returns --reward threshold's success test
+    reached(ag, g) (the env's compute_reward equals its success value), None for the next-state reward."""
     space = env.action_space
     if not isinstance(space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete)):
         raise envs.EnvError(f"{args.env} has {space} actions; HDM needs discrete (or discretisable Box) actions")
     ob_space = env.observation_space
+    if not isinstance(ob_space["achieved_goal"], gym.spaces.Box):  # FrankaKitchen: a dict of per-task goals
+        raise envs.EnvError(f"{args.env}: its goals are {type(ob_space['achieved_goal']).__name__} spaces; HDM "
+                            "relabels goals that are arrays")
     if ob_space["achieved_goal"].shape != ob_space["desired_goal"].shape:
         raise envs.EnvError(f"{args.env}: achieved and desired goals differ in shape, so they cannot be relabelled")
     for name in ("total_timesteps", "num_envs", "batch_size", "buffer_size", "target_interval", "eval_interval",
                  "n_test_rollouts"):
         if getattr(args, name) < 1:
             raise envs.EnvError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ("future_p", "next_state_p", "eps", "polyak"):
+    for name in ("future_p", "next_state_p", "random_eps", "polyak"):
         if not 0 <= getattr(args, name) <= 1:
             raise envs.EnvError(f"--{name.replace('_', '-')} must lie in [0, 1], got {getattr(args, name)}")
     if not 0 < args.gamma_hdm <= 1 or not 0 < args.gamma < 1:
         raise envs.EnvError("--gamma-hdm must lie in (0, 1] and --gamma in (0, 1)")
+    if args.reward == "next_state":
+        return None  # the env's reward is never used in training, so its convention does not matter
+    r_success = envs.sparse_rewards(env)[1]  # -1/0 or 0/1; a dense reward is refused
+    return lambda ag, g: env.unwrapped.compute_reward(ag, g, None) == r_success
 
 
 def save_checkpoint(path, q_net, args):
-    torch.save({"q_net": q_net.state_dict(), "args": asdict(args)}, path)
+    """Tensors and plain types only, so loading needs no code from the file (weights_only=True)."""
+    torch.save({"algo": ALGO, "q_net": q_net.state_dict(), "args": asdict(args)}, path)
+
+
+def load_checkpoint(path):
+    """A checkpoint this file wrote, loaded without running code from it; anything else is a one-line error."""
+    if not os.path.isfile(path):
+        raise envs.EnvError(f"no checkpoint at {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)  # refuses pickled code
+    except Exception as e:
+        raise envs.EnvError(f"{path} is not a {ALGO}.py checkpoint ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("algo") != ALGO:
+        raise envs.EnvError(f"{path} is not a {ALGO}.py checkpoint")
+    return ckpt
 
 
 def load_and_evaluate(args):
     """Evaluate a saved Q-network greedily over --n-test-rollouts episodes."""
-    if not os.path.isfile(args.eval_checkpoint):
-        raise envs.EnvError(f"no checkpoint at {args.eval_checkpoint}")
-    ckpt = torch.load(args.eval_checkpoint, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(args.eval_checkpoint)
     saved = Args(**ckpt["args"])
     env = make_env(saved)
     in_dim = sum(env.observation_space[k].shape[0] for k in ("observation", "desired_goal"))
@@ -345,22 +437,36 @@ def load_and_evaluate(args):
     return sr
 
 
-def main(args):
-    if args.eval_checkpoint:
-        return load_and_evaluate(args)
-    # seeding
+def seed_everything(args):
+    """Seed random, numpy and torch, set the torch threads; returns (device, numpy generator)."""
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     if args.torch_threads > 0:
         torch.set_num_threads(args.torch_threads)
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-    rng = np.random.default_rng(args.seed)
+    return torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu"), np.random.default_rng(args.seed)
 
-    # envs: one in this process for the spaces and the distance reward, num_envs for collecting
+
+def start_run(args, env):
+    """The run directory, its TensorBoard writer with the hyper-parameter table, and the header line."""
+    run_dir = f"runs/{args.env.replace(':', '_')}__{ALGO}_{args.algo}__{args.seed}__{int(time.time())}"
+    writer = SummaryWriter(run_dir)
+    table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
+    writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
+    print(f"{ALGO} | {env.spec.id} | {args.total_timesteps:,} env steps | seed {args.seed} | run {run_dir} | "
+          "tensorboard --logdir runs", flush=True)
+    return run_dir, writer
+
+
+def main(args):
+    if args.eval_checkpoint:
+        return load_and_evaluate(args)
+    device, rng = seed_everything(args)
+
+    # envs: one in this process for the spaces and the success test, num_envs for collecting
     env = make_env(args)
-    check_env(env, args)
+    reached = check_env(env, args)
     T = envs.horizon(env)
     obs_dim, goal_dim = env.observation_space["observation"].shape[0], env.observation_space["desired_goal"].shape[0]
     dims, n_actions = action_shape(env.action_space)
@@ -372,63 +478,40 @@ def main(args):
     q_target = QNetwork(obs_dim + goal_dim, dims, n_actions, args.hidden_dims).to(device)
     q_target.load_state_dict(q_net.state_dict())
     optimizer = torch.optim.Adam(q_net.parameters(), lr=args.lr)
-    buffer = EpisodeBuffer(args.buffer_size, T, obs_dim, goal_dim, dims, rng)
+    buffer = EpisodeBuffer(args.buffer_size, T, obs_dim, goal_dim, dims, rng, args.future_p, args.next_state_p,
+                           algo_rewards(args.algo), reached)
+    run_dir, writer = start_run(args, env)
+    ckpt_path = f"{run_dir}/{ALGO}.pt"
 
-    run_name = f"{args.env.replace(':', '_')}__hdm_{args.algo}__{args.seed}__{int(time.time())}"
-    writer = SummaryWriter(f"runs/{run_name}")
-    table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
-    writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
-    ckpt_path = f"runs/{run_name}/hdm.pt"
-
-    def to_tensor(*arrays):
-        return [torch.as_tensor(a, device=device) for a in arrays]
-
-    global_step, grad_steps, episodes, epoch, start_time, sr = 0, 0, 0, 0, time.time(), 0.0
+    global_step, grad_steps, episodes, start_time, sr = 0, 0, 0, time.time(), 0.0
+    losses = {}
     try:
         while global_step < args.total_timesteps:
-            # collect one episode per env (uniformly random during warm-up) and store it
+            # collect one episode per env (uniformly random actions during the warm-up) and store it
             warmup = episodes < args.random_episodes
-            obs, ag, g, actions, ep_len, success, ret = rollout(vec_env, q_net, T, device, True, args, rng, warmup)
-            buffer.store(obs, ag, g, actions, ep_len)
-            steps = int(ep_len.sum())
+            ep = rollout(vec_env, q_net, T, device, args, rng, explore=True, warmup=warmup)
+            buffer.store(ep.obs, ep.ag, ep.g, ep.actions, ep.ep_len)
+            steps = int(ep.ep_len.sum())
             global_step += steps
-            episodes += len(ep_len)
-            writer.add_scalar("charts/success_rate", success.mean(), global_step)
-            writer.add_scalar("charts/episodic_return", ret.mean(), global_step)
-            writer.add_scalar("charts/ag_change", np.mean(np.linalg.norm(ag[:, 0] - ag[np.arange(len(ag)), ep_len],
-                                                                         axis=-1)), global_step)
-            if warmup:
-                continue
+            episodes += len(ep.ep_len)
+            writer.add_scalar("charts/success_rate", ep.success.mean(), global_step)
+            writer.add_scalar("charts/episodic_return", ep.ret.mean(), global_step)
+            ag_change = np.linalg.norm(ep.ag[:, 0] - ep.ag[np.arange(len(ep.ag)), ep.ep_len], axis=-1)
+            writer.add_scalar("charts/ag_change", ag_change.mean(), global_step)
 
-            # as many gradient steps as env steps just collected (UTD 1)
-            for _ in range(steps):
-                o, a, o2, ag2, g_b, pos, g_bc = buffer.sample(args.batch_size, args.future_p, args.next_state_p)
-                if args.reward == "next_state":  # Eq. 28: reward 0 only on goals relabelled to the next state
-                    r = pos - 1.0
-                else:  # HER's usual reward: the env's distance test
-                    r = env.unwrapped.compute_reward(ag2, g_b, None).astype(np.float32)
-                if args.algo == "her01":
-                    r = r + 1.0  # (0, 1) instead of (-1, 0)
-                x, x2, x_bc = (np.concatenate(p, -1) for p in ((o, g_b), (o2, g_b), (o, g_bc)))
-                loss, stats = hdm_loss(q_net, q_target, *to_tensor(x, a, r.astype(np.float32), x2, x_bc), args)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
+            # after the warm-up: as many gradient steps on relabelled batches as env steps just collected (UTD 1)
+            for _ in range(0 if warmup else steps):
+                losses = update(buffer.sample(args.batch_size), q_net, q_target, optimizer, args)
                 grad_steps += 1
                 if grad_steps % args.target_interval == 0:
-                    with torch.no_grad():
-                        for p, p_t in zip(q_net.parameters(), q_target.parameters()):
-                            p_t.lerp_(p, 1 - args.polyak)  # p_t = polyak p_t + (1 - polyak) p
-            if global_step // args.eval_interval == (global_step - steps) // args.eval_interval and \
-                    global_step < args.total_timesteps:
+                    soft_update(q_net, q_target, args.polyak)
+            crossed = global_step // args.eval_interval > (global_step - steps) // args.eval_interval
+            if global_step < args.total_timesteps and (warmup or not crossed):
                 continue
 
-            # every eval_interval env steps and at the end: log, evaluate greedily, checkpoint
-            epoch += 1
-            for key, value in stats.items():
-                writer.add_scalar(f"{'stats' if key == 'gate_fraction' else 'losses'}/{key}", value, global_step)
-            writer.add_scalar("stats/positive_fraction", float((r == (1.0 if args.algo == "her01" else 0.0)).mean()),
-                              global_step)
+            # every eval_interval env steps after the warm-up, and at the end: log, evaluate greedily, checkpoint
+            for key, value in losses.items():
+                writer.add_scalar(f"{'stats' if key.endswith('fraction') else 'losses'}/{key}", value, global_step)
             sr, eval_ret = evaluate(vec_env, q_net, T, device, args.n_test_rollouts, args, rng)
             elapsed = time.time() - start_time
             sps = int(global_step / elapsed)
@@ -438,10 +521,9 @@ def main(args):
             writer.add_scalar("charts/gradient_steps", grad_steps, global_step)
             writer.add_scalar("charts/episodes", episodes, global_step)
             left = elapsed / global_step * max(args.total_timesteps - global_step, 0)
-            gate = f" | gate {stats['gate_fraction']:.2f}" if "gate_fraction" in stats else ""
-            print(f"epoch {epoch:>3} | step {global_step:>8}/{args.total_timesteps} | success {sr:.2f} | "
-                  f"return {eval_ret:7.2f}{gate} | SPS {sps:>5} | {elapsed:5.0f}s elapsed, ~{left:.0f}s left",
-                  flush=True)
+            gate = f" | gate {losses['gate_fraction']:.2f}" if "gate_fraction" in losses else ""
+            print(f"step {global_step:>8}/{args.total_timesteps} | success {sr:.2f} | return {eval_ret:7.2f}{gate} | "
+                  f"SPS {sps:>5} | {elapsed:5.0f}s elapsed, ~{left:.0f}s left", flush=True)
             if args.save_model:
                 save_checkpoint(ckpt_path, q_net, args)
     except KeyboardInterrupt:
@@ -450,9 +532,12 @@ def main(args):
         vec_env.close()
         env.close()
         writer.close()
+    saved = ""
     if args.save_model:
         save_checkpoint(ckpt_path, q_net, args)
-        print(f"checkpoint: {ckpt_path}\nevaluate it: python hdm.py --eval-checkpoint {ckpt_path}")
+        saved = f" | checkpoint {ckpt_path} (evaluate: python {ALGO}.py --eval-checkpoint {ckpt_path})"
+    print(f"{ALGO} done | success {sr:.2f} | {global_step:,} env steps | {grad_steps:,} gradient steps | "
+          f"{time.time() - start_time:.0f} s{saved}", flush=True)
     return sr
 
 

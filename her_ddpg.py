@@ -32,8 +32,9 @@ import signal
 import sys
 import time
 import warnings
+from collections import namedtuple
 from dataclasses import asdict, dataclass, field
-from typing import List, Literal, NamedTuple, Optional
+from typing import List, Literal, Optional
 
 import gymnasium as gym
 import numpy as np
@@ -55,7 +56,7 @@ class Args:
     seed: int = 1
     """seed of random, numpy, torch and the envs"""
     total_timesteps: Optional[int] = None
-    """training env steps, all envs and workers counted (unset: 5k; 1.2M on FetchPush, PickAndPlace and Slide)"""
+    """training env steps, all envs and workers counted (unset: 5k; 1M on FetchPush, PickAndPlace and Slide)"""
     num_envs: Optional[int] = None
     """parallel envs per worker; a cycle collects one episode from each (unset: 2; 16 on the block tasks)"""
     async_envs: bool = False
@@ -114,7 +115,7 @@ class Args:
 # 800 env steps that baselines' 8 MPI workers x 2 envs collect) and a larger batch, on one process.
 ENV_DEFAULTS = {
     "default": dict(total_timesteps=5_000, num_envs=2, eval_interval=1_000, batch_size=256, n_test_rollouts=10),
-    "FetchPush": dict(total_timesteps=1_200_000, num_envs=16, eval_interval=40_000, batch_size=512,
+    "FetchPush": dict(total_timesteps=1_000_000, num_envs=16, eval_interval=40_000, batch_size=512,
                       n_test_rollouts=32),
 }
 ENV_DEFAULTS["FetchPickAndPlace"] = ENV_DEFAULTS["FetchSlide"] = ENV_DEFAULTS["FetchPush"]
@@ -150,11 +151,8 @@ class Normalizer:
     def update(self, x):
         x = np.clip(x, -self.clip_obs, self.clip_obs).reshape(-1, self.sum.shape[0])
         stats = np.concatenate([x.sum(0), np.square(x, dtype=np.float64).sum(0), [len(x)]])
-        stats = all_reduce_sum(torch.as_tensor(stats, dtype=torch.float64)).numpy()
-        n = self.sum.shape[0]
-        self.sum += stats[:n]
-        self.sumsq += stats[n:2 * n]
-        self.count += int(stats[-1])
+        stats, n = all_reduce_sum(torch.as_tensor(stats, dtype=torch.float64)).numpy(), self.sum.shape[0]
+        self.sum, self.sumsq, self.count = self.sum + stats[:n], self.sumsq + stats[n:2 * n], self.count + int(stats[-1])
         self.mean = (self.sum / self.count).astype(np.float32)
         var = self.sumsq / self.count - np.square(self.sum / self.count)
         self.std = np.sqrt(np.maximum(self.eps**2, var)).astype(np.float32)
@@ -201,13 +199,7 @@ class Critic(nn.Module):
         return self.net(torch.cat([x, a / self.max_u], -1)).squeeze(-1)
 
 
-class Batch(NamedTuple):
-    obs: np.ndarray
-    actions: np.ndarray
-    rewards: np.ndarray
-    next_obs: np.ndarray
-    g: np.ndarray
-    dones: np.ndarray
+Batch = namedtuple("Batch", "obs actions rewards next_obs g dones")  # a relabelled sample, arrays [B, dim]
 
 
 class EpisodeBuffer:
@@ -298,26 +290,18 @@ def soft_update(net, target, polyak):
             p_t.lerp_(p, 1 - polyak)
 
 
-class Episodes(NamedTuple):
-    obs: np.ndarray  # [n, T+1, obs_dim]
-    ag: np.ndarray  # [n, T+1, goal_dim]
-    g: np.ndarray  # [n, T, goal_dim]
-    actions: np.ndarray  # [n, T, act_dim]
-    ep_len: np.ndarray  # [n]
-    success: np.ndarray  # [n], is_success at each episode's final step
-    ret: np.ndarray  # [n], undiscounted return
+# one episode per env: obs, ag [n, T+1, dim]; g, actions [n, T, dim]; ep_len, success (at the final step), ret [n]
+Episodes = namedtuple("Episodes", "obs ag g actions ep_len success ret")
 
 
 def rollout(vec_env, actor, o_norm, g_norm, T, device, args, rng, max_u, *, explore):
     """One episode in each env (reset together, stepped in lockstep); explore adds HER's exploration."""
     n = vec_env.num_envs
     ob, _ = vec_env.reset()
-    obs = np.zeros((n, T + 1, ob["observation"].shape[-1]), np.float32)
-    ag = np.zeros((n, T + 1, ob["achieved_goal"].shape[-1]), np.float32)
+    obs, ag = (np.zeros((n, T + 1, ob[k].shape[-1]), np.float32) for k in ("observation", "achieved_goal"))
     g = np.zeros((n, T, ob["desired_goal"].shape[-1]), np.float32)
     actions = np.zeros((n, T, vec_env.single_action_space.shape[0]), np.float32)
-    ep_len, success, ret = np.full(n, T), np.zeros(n), np.zeros(n)
-    running = np.ones(n, bool)
+    ep_len, success, ret, running = np.full(n, T), np.zeros(n), np.zeros(n), np.ones(n, bool)
     obs[:, 0], ag[:, 0] = ob["observation"], ob["achieved_goal"]
     for t in range(T):
         g[:, t] = ob["desired_goal"]
@@ -368,8 +352,7 @@ def check_env(env, args):
         raise envs.EnvError(f"{args.env} has {space} actions; DDPG needs a continuous Box action space")
     if not (np.all(space.high == space.high[0]) and np.all(space.low == -space.high)):
         raise envs.EnvError(f"{args.env}: DDPG here needs a symmetric action box [-max_u, max_u]^n, got {space}")
-    ob_space = env.observation_space
-    if ob_space["achieved_goal"].shape != ob_space["desired_goal"].shape:
+    if env.observation_space["achieved_goal"].shape != env.observation_space["desired_goal"].shape:
         raise envs.EnvError(f"{args.env}: achieved and desired goals differ in shape, so they cannot be relabelled")
     for name in ("total_timesteps", "num_envs", "eval_interval", "n_batches", "batch_size", "buffer_size",
                  "n_test_rollouts"):
@@ -412,8 +395,7 @@ def load_and_evaluate(args):
     max_u = float(env.action_space.high[0])
     actor = Actor(*dims, env.action_space.shape[0], saved.hidden_dims, max_u)
     actor.load_state_dict(ckpt["actor"])
-    o_norm = Normalizer(dims[0], saved.norm_eps, saved.clip_obs, saved.clip_range)
-    g_norm = Normalizer(dims[1], saved.norm_eps, saved.clip_obs, saved.clip_range)
+    o_norm, g_norm = (Normalizer(d, saved.norm_eps, saved.clip_obs, saved.clip_range) for d in dims)
     o_norm.load_state_dict(ckpt["o_norm"])
     g_norm.load_state_dict(ckpt["g_norm"])
     vec_env = make_vec_env(saved, saved.num_envs)
@@ -434,17 +416,15 @@ def record_gif(args, actor, o_norm, g_norm, path, seed):
     try:
         env = make_env(args, render_mode="rgb_array")
         ob, _ = env.reset(seed=seed)
-        frames = [env.render()]
+        frames, done = [env.render()], False
+        while not done:
+            x = np.concatenate([o_norm(ob["observation"]), g_norm(ob["desired_goal"])])
+            with torch.no_grad():
+                ob, _, terminated, truncated, _ = env.step(actor(torch.as_tensor(x)).numpy())
+            frames.append(env.render())
+            done = terminated or truncated
     except Exception as e:  # an env without rgb_array rendering, or no OpenGL on this machine
-        print(f"no video: {args.env} cannot render here ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
-        return
-    done = False
-    while not done:
-        x = np.concatenate([o_norm(ob["observation"]), g_norm(ob["desired_goal"])])
-        with torch.no_grad():
-            ob, _, terminated, truncated, _ = env.step(actor(torch.as_tensor(x)).numpy())
-        frames.append(env.render())
-        done = terminated or truncated
+        return print(f"no video: {args.env} cannot render here ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
     imageio.mimsave(path, frames, duration=40)
     print(f"video: {path}")
 
@@ -462,63 +442,85 @@ def init_workers(args):
     return rank, dist.get_world_size(), torch.device(f"cuda:{local_rank}" if cuda else "cpu")
 
 
-def main(args):
-    fill_defaults(args)
-    if args.eval_checkpoint:
-        return load_and_evaluate(args)
-    rank, world, device = init_workers(args)
-    seed = args.seed + 1000 * rank  # each worker its own episodes; the broadcast below makes the networks equal
+def seed_everything(args, rank):
+    """Seed random, numpy, torch; each torchrun worker gets its own env and sampling seed."""
+    seed = args.seed + 1000 * rank  # each worker its own episodes; make_learner's broadcast makes the networks equal
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     if args.torch_threads > 0:
         torch.set_num_threads(args.torch_threads)
-    rng = np.random.default_rng(seed)
+    return seed, np.random.default_rng(seed)
+
+
+def make_learner(env, args, device):
+    """Actor, critic, their targets and optimisers; under torchrun every worker starts from rank 0's weights."""
+    dims = (env.observation_space["observation"].shape[0], env.observation_space["desired_goal"].shape[0],
+            env.action_space.shape[0], args.hidden_dims, float(env.action_space.high[0]))
+    actor, critic = Actor(*dims).to(device), Critic(*dims).to(device)
+    if dist.is_initialized():
+        for p in [*actor.parameters(), *critic.parameters()]:
+            dist.broadcast(p.data, 0)
+    actor_target, critic_target = Actor(*dims).to(device), Critic(*dims).to(device)
+    actor_target.load_state_dict(actor.state_dict())
+    critic_target.load_state_dict(critic.state_dict())
+    actor_opt = torch.optim.Adam(actor.parameters(), lr=args.lr_actor, fused=True)  # fused: ~30% faster updates
+    critic_opt = torch.optim.Adam(critic.parameters(), lr=args.lr_critic, fused=True)
+    return actor, critic, actor_target, critic_target, actor_opt, critic_opt
+
+
+def start_run(env, args, world):
+    """The run's folder, its TensorBoard writer and the header line."""
+    run_dir = f"runs/{args.env.replace(':', '_')}__{ALGO}__{args.seed}__{int(time.time())}"
+    writer = SummaryWriter(run_dir)
+    table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
+    writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
+    workers = f" x {world} workers" if world > 1 else ""
+    print(f"{ALGO} | {env.spec.id} | {args.total_timesteps:,} env steps{workers} | seed {args.seed} | run {run_dir} | "
+          "tensorboard --logdir runs", flush=True)
+    return run_dir, writer
+
+
+def log_evaluation(writer, global_step, args, sr, eval_ret, losses, grad_steps, episodes, o_norm, g_norm, start_time):
+    """TensorBoard scalars and the console line of one evaluation."""
+    elapsed = time.time() - start_time
+    scalars = {**{f"losses/{k}": v for k, v in losses.items()}, "eval/success_rate": sr,
+               "eval/episodic_return": eval_ret, "charts/SPS": int(global_step / elapsed),
+               "charts/gradient_steps": grad_steps, "charts/episodes": episodes,
+               "stats/o_mean": float(o_norm.mean.mean()), "stats/g_mean": float(g_norm.mean.mean())}
+    for tag, value in scalars.items():
+        writer.add_scalar(tag, value, global_step)
+    left = elapsed / global_step * max(args.total_timesteps - global_step, 0)
+    print(f"step {global_step:>8}/{args.total_timesteps} | success {sr:.2f} | return {eval_ret:7.2f} | "
+          f"SPS {int(global_step / elapsed):>5} | {elapsed:5.0f}s elapsed, ~{left:.0f}s left", flush=True)
+
+
+def main(args):
+    fill_defaults(args)
+    if args.eval_checkpoint:
+        return load_and_evaluate(args)
+    rank, world, device = init_workers(args)
+    seed, rng = seed_everything(args, rank)
 
     # envs: one in this process for the spaces and the vectorised reward, num_envs for collecting
     env = make_env(args)
     rewards = check_env(env, args)
     T = envs.horizon(env)
     obs_dim, goal_dim = env.observation_space["observation"].shape[0], env.observation_space["desired_goal"].shape[0]
-    act_dim, max_u = env.action_space.shape[0], float(env.action_space.high[0])
+    max_u = float(env.action_space.high[0])
     gamma = args.gamma if args.gamma is not None else 1 - 1 / T
     vec_env = make_vec_env(args, args.num_envs)
     vec_env.reset(seed=seed)
-
-    # networks, optimisers, normalisers, buffer
-    actor = Actor(obs_dim, goal_dim, act_dim, args.hidden_dims, max_u).to(device)
-    critic = Critic(obs_dim, goal_dim, act_dim, args.hidden_dims, max_u).to(device)
-    if dist.is_initialized():  # every worker starts from rank 0's weights
-        for p in [*actor.parameters(), *critic.parameters()]:
-            dist.broadcast(p.data, 0)
-    actor_target = Actor(obs_dim, goal_dim, act_dim, args.hidden_dims, max_u).to(device)
-    critic_target = Critic(obs_dim, goal_dim, act_dim, args.hidden_dims, max_u).to(device)
-    actor_target.load_state_dict(actor.state_dict())
-    critic_target.load_state_dict(critic.state_dict())
-    actor_opt = torch.optim.Adam(actor.parameters(), lr=args.lr_actor, fused=True)  # fused: ~30% faster updates
-    critic_opt = torch.optim.Adam(critic.parameters(), lr=args.lr_critic, fused=True)
+    actor, critic, actor_target, critic_target, actor_opt, critic_opt = make_learner(env, args, device)
     o_norm = Normalizer(obs_dim, args.norm_eps, args.clip_obs, args.clip_range)
     g_norm = Normalizer(goal_dim, args.norm_eps, args.clip_obs, args.clip_range)
-    buffer = EpisodeBuffer(args.buffer_size, T, obs_dim, goal_dim, act_dim, env.unwrapped, args.replay_strategy,
-                           args.replay_k, rng)
-
-    run_name = f"{args.env.replace(':', '_')}__{ALGO}__{args.seed}__{int(time.time())}"
-    run_dir, writer = f"runs/{run_name}", None
+    buffer = EpisodeBuffer(args.buffer_size, T, obs_dim, goal_dim, env.action_space.shape[0], env.unwrapped,
+                           args.replay_strategy, args.replay_k, rng)
+    run_dir, writer = start_run(env, args, world) if rank == 0 else (None, None)  # rank 0 logs, evaluates, saves
     ckpt_path = f"{run_dir}/{ALGO}.pt"
-    if rank == 0:  # rank 0 alone logs, evaluates and saves
-        writer = SummaryWriter(run_dir)
-        table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
-        writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
-        workers = f" x {world} workers" if world > 1 else ""
-        print(f"{ALGO} | {env.spec.id} | {args.total_timesteps:,} env steps{workers} | seed {args.seed} | "
-              f"run {run_dir} | tensorboard --logdir runs", flush=True)
 
-    def to_tensor(*arrays):
-        return [torch.as_tensor(a, device=device) for a in arrays]
-
-    global_step, grad_steps, next_eval, start_time, sr = 0, 0, args.eval_interval, time.time(), 0.0
-    losses = {}
+    global_step, grad_steps, next_eval, start_time, sr, losses = 0, 0, args.eval_interval, time.time(), 0.0, {}
     try:
         while global_step < args.total_timesteps:
             # collect one episode per env with exploration, store it, update the normalisers
@@ -537,33 +539,21 @@ def main(args):
             for _ in range(args.n_batches):
                 b = buffer.sample(args.batch_size)
                 g_n = g_norm(b.g)
-                x = np.concatenate([o_norm(b.obs), g_n], -1)
-                x2 = np.concatenate([o_norm(b.next_obs), g_n], -1)
-                losses = update(to_tensor(x, b.actions, b.rewards, x2, b.dones), actor, critic, actor_target,
-                                critic_target, actor_opt, critic_opt, args, gamma, rewards)
+                x, x2 = np.concatenate([o_norm(b.obs), g_n], -1), np.concatenate([o_norm(b.next_obs), g_n], -1)
+                batch = [torch.as_tensor(v, device=device) for v in (x, b.actions, b.rewards, x2, b.dones)]
+                losses = update(batch, actor, critic, actor_target, critic_target, actor_opt, critic_opt, args, gamma,
+                                rewards)
                 grad_steps += 1
             soft_update(actor, actor_target, args.polyak)
             soft_update(critic, critic_target, args.polyak)
+
+            # every eval_interval env steps and at the end: evaluate the deterministic policy, log, checkpoint
             if (global_step < next_eval and global_step < args.total_timesteps) or rank > 0:
                 continue
             next_eval = (global_step // args.eval_interval + 1) * args.eval_interval
-
-            # every eval_interval env steps and at the end: log, evaluate the deterministic policy, checkpoint
-            for key, value in losses.items():
-                writer.add_scalar(f"losses/{key}", value, global_step)
-            writer.add_scalar("stats/o_mean", float(o_norm.mean.mean()), global_step)
-            writer.add_scalar("stats/g_mean", float(g_norm.mean.mean()), global_step)
             sr, eval_ret = evaluate(vec_env, actor, o_norm, g_norm, T, device, args.n_test_rollouts, args, rng, max_u)
-            elapsed = time.time() - start_time
-            sps = int(global_step / elapsed)
-            writer.add_scalar("eval/success_rate", sr, global_step)
-            writer.add_scalar("eval/episodic_return", eval_ret, global_step)
-            writer.add_scalar("charts/SPS", sps, global_step)
-            writer.add_scalar("charts/gradient_steps", grad_steps, global_step)
-            writer.add_scalar("charts/episodes", buffer.size * world, global_step)
-            left = elapsed / global_step * max(args.total_timesteps - global_step, 0)
-            print(f"step {global_step:>8}/{args.total_timesteps} | success {sr:.2f} | return {eval_ret:7.2f} | "
-                  f"SPS {sps:>5} | {elapsed:5.0f}s elapsed, ~{left:.0f}s left", flush=True)
+            log_evaluation(writer, global_step, args, sr, eval_ret, losses, grad_steps, buffer.size * world, o_norm,
+                           g_norm, start_time)
             if args.save_model:
                 save_checkpoint(ckpt_path, actor, o_norm, g_norm, args)
     except KeyboardInterrupt:

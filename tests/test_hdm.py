@@ -1,22 +1,41 @@
-"""hdm.py: the self-supervised reward and the relabeling ratios, the gate, the gated cross-entropy, what each --algo
-trains; then the script as a user runs it."""
+"""hdm.py: the self-supervised reward and the relabeling ratios, the reward conventions, the gate, the gated
+cross-entropy, what each --algo trains; then the script as a user runs it."""
 
+import glob
 import math
+import re
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+import tyro
 
-from conftest import assert_one_line_error, final_success, indexed_episodes, train_save_and_reload
-from hdm import EpisodeBuffer, QNetwork, hdm_loss, log_pi, q_of, soft_value
+import envs
+import hdm
+from conftest import assert_one_line_error, eval_lines, final_success, indexed_episodes, train_save_and_reload
+from hdm import Args, EpisodeBuffer, QNetwork, algo_rewards, check_env, hdm_loss, log_pi, make_env, q_of, soft_value, \
+    td_target
 
 T = 10
 
 
-def indexed_buffer(n_episodes=200, seed=0, ep_len=None):
+@pytest.fixture
+def main(tmp_path, monkeypatch, capsys):
+    """main("--env", ...): hdm.py's main() in this process, from tmp_path; returns what it printed."""
+    monkeypatch.chdir(tmp_path)
+
+    def run_main(*argv):
+        capsys.readouterr()
+        hdm.main(tyro.cli(hdm.Args, args=list(argv)))
+        return capsys.readouterr().out
+
+    return run_main
+
+
+def indexed_buffer(n_episodes=200, seed=0, ep_len=None, future_p=0.85, next_state_p=0.2, **kwargs):
     """Episodes whose observation and achieved goal at step t of episode e are (e, t), desired goal (-1, -1)."""
-    buf = EpisodeBuffer(n_episodes * T, T, 2, 2, 1, np.random.default_rng(seed))
+    buf = EpisodeBuffer(n_episodes * T, T, 2, 2, 1, np.random.default_rng(seed), future_p, next_state_p, **kwargs)
     obs, ag, g, actions, lengths = indexed_episodes(n_episodes, T, ep_len)
     buf.store(obs, ag, g, actions.astype(np.int64), lengths)
     return buf
@@ -24,23 +43,65 @@ def indexed_buffer(n_episodes=200, seed=0, ep_len=None):
 
 def test_reward_is_0_exactly_on_next_state_relabels():
     lengths = np.random.default_rng(1).integers(1, T + 1, 200)
-    o, _, _, _, g, pos, g_bc = indexed_buffer(ep_len=lengths).sample(50_000, future_p=0.85, next_state_p=0.2)
-    e, t = o[:, 0], o[:, 1]
+    b = indexed_buffer(ep_len=lengths).sample(50_000)
+    e, t, g = b.obs[:, 0], b.obs[:, 1], b.g
     next_state = (g[:, 0] == e) & (g[:, 1] == t + 1)
-    np.testing.assert_array_equal(pos == 1, next_state)  # by index: the goal IS s_{t+1}
+    np.testing.assert_array_equal(b.rewards == 0, next_state)  # by index: the goal IS s_{t+1}
+    assert set(np.unique(b.rewards)) == {-1.0, 0.0} and (b.dones == 0).all()  # no terminal states
     assert ((g[:, 0] == e) | (g[:, 0] == -1)).all()  # relabelled from the same episode, or the original goal
+    g_bc = b.g_bc
     assert (g_bc[:, 0] == e).all() and (g_bc[:, 1] > t).all() and (g_bc[:, 1] <= lengths[e.astype(int)]).all()
 
 
 def test_relabelling_and_next_state_ratios():
-    o, _, _, _, g, pos, g_bc = indexed_buffer().sample(100_000, future_p=0.85, next_state_p=0.2)
-    relabelled = g[:, 0] >= 0
+    b = indexed_buffer().sample(100_000)
+    relabelled = b.g[:, 0] >= 0
     assert abs(relabelled.mean() - 0.85) < 0.01
-    k0 = g_bc[:, 1] == o[:, 1] + 1
+    k0 = b.g_bc[:, 1] == b.obs[:, 1] + 1
     expected = 0.2 + 0.8 * np.mean([1 / (T - t) for t in range(T)])  # next_state_p, plus k = 0 by chance
     assert abs(k0.mean() - expected) < 0.01
-    assert abs(pos.mean() - 0.85 * expected) < 0.01
+    assert abs((b.rewards == 0).mean() - 0.85 * expected) < 0.01
 
+
+# -- reward conventions ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("env_name,convention", [("PointMaze_UMaze-v3", (0.0, 1.0)), ("FourRooms", (-1.0, 0.0))])
+def test_threshold_success_test_reads_either_env_reward_convention(env_name, convention):
+    env = make_env(Args(env=env_name))
+    assert envs.sparse_rewards(env) == convention
+    reached = check_env(env, Args(env=env_name, reward="threshold"))
+    ag = np.random.default_rng(0).uniform(-0.5, 0.5, (64, env.observation_space["desired_goal"].shape[0]))
+    assert reached(ag, ag).all() and not reached(ag, ag + 10.0).any()
+
+
+def test_threshold_rewards_are_the_methods_convention_whatever_the_envs():
+    """--reward threshold: the env only says which goals are reached; the method's own rewards are stored."""
+    def same(ag, g):
+        return (ag == g).all(-1)
+
+    for algo, (r_fail, r_success) in [("her", (-1.0, 0.0)), ("hdm", (-1.0, 0.0)), ("her01", (0.0, 1.0))]:
+        b = indexed_buffer(rewards=algo_rewards(algo), reached=same).sample(20_000)
+        np.testing.assert_array_equal(b.rewards, np.where(same(b.next_obs, b.g), r_success, r_fail))
+        assert set(np.unique(b.rewards)) == {r_fail, r_success}
+
+
+def test_td_target_clip_bounds_follow_the_methods_reward_convention():
+    gamma, q_next = 0.9, torch.tensor([5.0, -3.0, 50.0, -100.0])
+    r = torch.tensor([0.0, -1.0, 0.0, -1.0])
+    y = td_target(r, q_next, gamma, (-1.0, 0.0))  # (-1, 0): returns <= 0; only the top is clipped (authors' code)
+    torch.testing.assert_close(y, torch.tensor([0.0, -1 - gamma * 3, 0.0, -1 - gamma * 100]))
+    y01 = td_target(r + 1, q_next, gamma, (0.0, 1.0))  # (0, 1): returns in [0, 1/(1 - gamma)]
+    torch.testing.assert_close(y01, torch.tensor([1 + gamma * 5, 0.0, 1 / (1 - gamma), 0.0]))
+    torch.testing.assert_close(td_target(r, q_next, gamma, (-1.0, 0.0), clip=False), r + gamma * q_next)
+
+
+def test_a_dense_reward_is_refused_when_threshold_reads_it_and_ignored_otherwise(main):
+    with pytest.raises(envs.EnvError, match="dense or unknown reward"):
+        main("--env", "FetchReachDense-v4", "--reward", "threshold")
+    assert "hdm done" in main("--env", "FetchReachDense-v4", "--total-timesteps", "50", "--n-test-rollouts", "1")
+
+
+# -- the losses ------------------------------------------------------------------------------------------------------
 
 class TableQ(torch.nn.Module):
     """A stand-in Q-network: the input's first coordinate indexes a row of a fixed table of Q-values [rows, 1, |A|]."""
@@ -131,6 +192,7 @@ def test_factorised_head_sums_over_action_dimensions():
 
 
 # -- the script ----------------------------------------------------------------------------------------------------
+# Most runs call main() in this process: the same code as the command line, without a fresh interpreter each time.
 
 TINY = ["--total-timesteps", "300", "--random-episodes", "2", "--hidden-dims", "16", "16", "--batch-size", "16",
         "--eval-interval", "100", "--n-test-rollouts", "2"]
@@ -139,35 +201,103 @@ TINY = ["--total-timesteps", "300", "--random-episodes", "2", "--hidden-dims", "
 def test_help_is_the_manual(run):
     out = run("hdm.py", "--help")
     assert out.returncode == 0 and "--gamma-hdm" in out.stdout and "--algo" in out.stdout
+    assert "--random-eps" in out.stdout and "--target-interval" in out.stdout and "--eps " not in out.stdout
 
 
-@pytest.mark.parametrize("env,extra", [("FetchReach", []), ("FourRooms", ["--head", "factorised"]), ("BitFlip", []),
-                                       ("FourRoomMaze", ["--algo", "gcsl"]),
+def test_a_run_prints_the_header_one_line_per_evaluation_and_the_summary(main):
+    lines = main("--env", "FourRooms", *TINY).strip().splitlines()
+    assert re.fullmatch(r"hdm \| FourRooms-v0 \| 300 env steps \| seed 1 \| run runs/FourRooms__hdm_hdm__1__\d+ \| "
+                        r"tensorboard --logdir runs", lines[0]), lines[0]
+    # warm-up: 2 episodes = 100 steps, so the evaluations are at 200 and at the end (300)
+    assert [line.split(" | success")[0] for line in eval_lines("\n".join(lines))] == ["step      200/300",
+                                                                                   "step      300/300"]
+    assert re.fullmatch(r"hdm done \| success \d\.\d\d \| 300 env steps \| 200 gradient steps \| \d+ s", lines[-1])
+
+
+def test_a_budget_below_the_warm_up_still_ends_with_an_evaluation_and_the_summary(main):
+    out = main("--env", "FourRooms", "--total-timesteps", "100", "--random-episodes", "5", "--n-test-rollouts", "2",
+               "--hidden-dims", "16")
+    assert len(eval_lines(out)) == 1 and eval_lines(out)[0].startswith("step      100/100 | success")
+    assert re.search(r"^hdm done \| success \d\.\d\d \| 100 env steps \| 0 gradient steps \| ", out, re.M)
+
+
+def test_train_save_and_reload_from_the_command_line(run, tmp_path):
+    _, ckpt = train_save_and_reload(run, tmp_path, ["hdm.py"], "FourRooms", *TINY, "--head", "factorised")
+    saved = torch.load(ckpt, weights_only=True)  # tensors and plain types only
+    assert saved["algo"] == "hdm" and {"q_net", "args"} <= set(saved)
+
+
+@pytest.mark.parametrize("env,extra", [("FetchReach", []), ("BitFlip", []), ("FourRoomMaze", ["--algo", "gcsl"]),
                                        ("Point2DFourRoom", ["--algo", "her_sql"])])
-def test_smoke_train_save_and_reload(run, tmp_path, env, extra):
-    train_save_and_reload(run, tmp_path, ["hdm.py"], env, *TINY, *extra)
+def test_smoke_train_save_and_reload(main, tmp_path, env, extra):
+    assert eval_lines(main("--env", env, "--save-model", *TINY, *extra))
+    [ckpt] = glob.glob(str(tmp_path / "runs" / "*" / "hdm.pt"))
+    out = main("--eval-checkpoint", ckpt, "--n-test-rollouts", "3")
+    assert re.fullmatch(rf"{env}: success rate \d\.\d+, mean return -?\d+\.\d+ over 3 episodes\n", out), out
 
 
 @pytest.mark.parametrize("algo", ["her", "her01", "her_hbc"])
-def test_smoke_other_methods(run, algo):
-    out = run("hdm.py", "--env", "EmptyMaze", "--algo", algo, "--reward", "threshold", *TINY)
-    assert out.returncode == 0, out.stderr
+def test_smoke_other_methods(main, algo):
+    assert "hdm done" in main("--env", "EmptyMaze", "--algo", algo, "--reward", "threshold", *TINY)
+
+
+def test_threshold_reward_trains_on_a_zero_one_env(main):
+    out = main("--env", "PointMaze_UMaze-v3", "--reward", "threshold", "--total-timesteps", "600", "--random-episodes",
+               "1", "--eval-interval", "600", "--n-test-rollouts", "1", "--hidden-dims", "16", "--batch-size", "16")
+    assert "| 300 gradient steps |" in out
 
 
 @pytest.mark.parametrize("args,message", [(["--env", "DriveSeek"], "cannot be relabelled"),
-                                          (["--env", "Pendulum-v1"], "not goal-conditioned"),
+                                          (["--env", "FrankaKitchen-v1"], "relabels goals that are arrays"),
                                           (["--eval-interval", "0"], "must be positive"),
                                           (["--future-p", "2"], "[0, 1]"),
-                                          (["--gamma-hdm", "0"], "(0, 1]"),
+                                          (["--random-eps", "2"], "[0, 1]"),
+                                          (["--gamma-hdm", "0"], "(0, 1]")])
+def test_bad_input_is_refused(main, args, message):
+    with pytest.raises(envs.EnvError, match=re.escape(message)):
+        main(*args)
+
+
+@pytest.mark.parametrize("args,message", [(["--env", "Pendulum-v1"], "not goal-conditioned"),
                                           (["--eval-checkpoint", "missing.pt"], "no checkpoint")])
 def test_bad_input_gets_a_one_line_error(run, args, message):
     assert_one_line_error(run("hdm.py", *args), message)
 
 
-def test_learns_bitflip_and_relabeling_is_what_makes_it_learn(run):
-    """BitFlip n = 6, 3k env steps (2.9k gradient steps), 50 greedy test episodes: HDM reached 0.90 with seed 1;
-    without relabelling (--future-p 0) no reward is ever 0, so nothing is learnt (0.08, the untrained level)."""
-    args = ["--env", "BitFlip:n=6", "--total-timesteps", "3000", "--eval-interval", "3000", "--n-test-rollouts", "50"]
-    hdm, none = run("hdm.py", *args), run("hdm.py", *args, "--future-p", "0")
-    assert final_success(hdm.stdout) >= 0.7, hdm.stdout
-    assert final_success(none.stdout) <= 0.2, none.stdout
+class _Malicious:
+    """Unpickling this creates the file `path`: pickle calls open(path, "w")."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def test_a_file_that_is_not_a_checkpoint_is_refused_and_nothing_in_it_runs(run, main, tmp_path):
+    garbage, evil, other = tmp_path / "garbage.pt", tmp_path / "evil.pt", tmp_path / "other.pt"
+    marker = tmp_path / "marker"
+    garbage.write_text("not a checkpoint\n")
+    torch.save({"algo": "hdm", "q_net": _Malicious(str(marker))}, evil)  # a full load would run open()
+    torch.save({"algo": "her_ddpg", "actor": {}, "args": {}}, other)  # another script's checkpoint
+    for path in (garbage, evil):
+        assert_one_line_error(run("hdm.py", "--eval-checkpoint", str(path)), f"{path} is not a hdm.py checkpoint")
+    with pytest.raises(envs.EnvError, match="is not a hdm.py checkpoint"):
+        main("--eval-checkpoint", str(other))
+    assert not marker.exists()
+
+
+def test_learns_bitflip_and_relabeling_is_what_makes_it_learn(main):
+    """BitFlip n = 5, 1.5k env steps (1.4k gradient steps), 50 greedy test episodes: HDM reached 1.00 with seed 1;
+    without relabelling (--future-p 0) no reward is ever 0, so nothing is learnt (0.02, the untrained level)."""
+    args = ["--env", "BitFlip:n=5", "--total-timesteps", "1500", "--eval-interval", "1500", "--n-test-rollouts", "50",
+            "--hidden-dims", "64", "64"]
+    assert final_success(main(*args)) >= 0.7
+    assert final_success(main(*args, "--future-p", "0")) <= 0.2
+
+
+@pytest.mark.slow
+def test_default_fetch_reach_demo_is_solved(run):
+    out = run("hdm.py", "--env", "FetchReach", timeout=900)
+    assert out.returncode == 0, out.stderr
+    assert "step     6000/6000" in out.stdout and final_success(out.stdout) >= 0.9, out.stdout

@@ -124,6 +124,8 @@ SCRIPTS = sorted(SHORT_RUNS)
 BELOW_WARMUP = {  # budgets shorter than the warm-up (or than one round of episodes)
     "her_ddpg.py": ["--env", "FetchReach", "--total-timesteps", "1", "--n-batches", "1", "--n-test-rollouts", "2",
                     "--hidden-dims", "16"],
+    "hdm.py": ["--env", "FourRooms", "--total-timesteps", "100", "--random-episodes", "5", "--n-test-rollouts", "2",
+               "--hidden-dims", "16"],
     "multi_reengage.py": ["--total-timesteps", "50", "--n-test-rollouts", "2", "--encoder-dims", "16", "16",
                           "--hidden-dims", "16"],
 }

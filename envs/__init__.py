@@ -148,6 +148,8 @@ def sparse_rewards(env):
     """
     u = env.unwrapped
     ob, _ = env.reset(seed=0)
+    if isinstance(ob["achieved_goal"], dict):  # FrankaKitchen: one goal per task, as a dict
+        raise EnvError(f"{env.spec.id} has dict goals (one per task); these scripts need one goal vector")
     ag, g = np.asarray(ob["achieved_goal"], np.float64), np.asarray(ob["desired_goal"], np.float64)
     if ag.shape != g.shape:
         raise EnvError(f"{env.spec.id}: achieved goal {ag.shape} and desired goal {g.shape} differ in shape")

@@ -1,149 +1,164 @@
-"""ReenGAGE: goal-conditioned Q-learning as knowledge distillation (Levine & Feizi, AAAI 2023), on DDPG + HER.
-
-Idea: the Bellman equation holds for the gradient of Q with respect to the goal too (Eq. 7), because the
-expectation over s' does not depend on g. So besides matching the target's value, the critic can be trained to
-match the target's goal-gradient: one Q-value carries d numbers of supervision about nearby goals, which helps
-most when the goal space is high-dimensional. This file is her_ddpg.py plus that term; alpha = 0 is DDPG + HER.
+# SPDX-License-Identifier: MIT -- docs: docs/reengage.md
+"""ReenGAGE (Levine & Feizi, AAAI 2023): her_ddpg.py plus a critic term that matches the target's goal-gradient.
+The Bellman equation holds for grad_g Q too (Eq. 7), as the expectation over s' does not depend on g, so one
+transition carries d numbers of supervision about nearby goals. --alpha 0 is DDPG + HER; SAC: reengage_sac.py.
 
 Equations implemented (each marked in the code):
-  value target:   y = clip(r + gamma Q'(s', pi'(s', g), g), -1/(1 - gamma), 0)              (Eq. 4, as her_ddpg.py)
-  target grad:    G_y = dy/dg, the total derivative: through Q''s goal input AND through pi'(s', g)
-  current grad:   G_Q = dQ(s, a, g)/dg by double backpropagation
-  critic loss:    mean (Q - y)^2 + alpha mean_{batch, goal dims} 1[r = -1] (G_Q - G_y)^2       (Eq. 9, sparse)
-  actor loss:     as DDPG + HER (no gradient term)
-  --sac (appendix): y = r + gamma (min_j Q'_j(s', a~) - ent_coef log pi(a~ | s', g)), a~ reparameterised from the
-                  current actor; G_y flows through a~ and log pi too; loss 0.5 sum_j [MSE_j + alpha grad_match_j]
-alpha is the authors' code value: the mean runs over the goal dimensions too, so the paper's "alpha = 0.2/d" is
---alpha 0.2 here (../shared/specs/reengage.md §0). Goals are differentiated before the running normaliser, as the
-authors' HandReach code does; the gradient is 0 where the target clip or the normaliser clip is active.
-
-Two regimes, chosen by subcommand, each the paper's own:
-  seek       ContinuousSeek (Table 1; SB3 DDPG): 2 x 256 nets, gamma 0.95, noise 0.03, no random actions, no action
-             penalty, no input normalisation, 1000 random warm-up steps, one gradient step per env step (10 after
-             each 10-step episode), Polyak 0.995 per step (0.951 once per 10-step cycle). Default: d = 10, lr 1e-3,
-             batch 512, alpha 0.2.
-  baselines  HandReach, Fetch: the baselines HER defaults of her_ddpg.py; alpha 2e-5 (the paper's best HandReach value).
-Deviations from the paper: updates run after each episode rather than between its steps (same count); the seek
-regime keeps the HER recipe's target clip (it rarely binds at gamma 0.95; SB3 has none); the critic input is
-[s, g], not SB3's [s, g, s].
+  relabel (future):   g' = ag_{t+1+floor(U (T - t))} with probability 1 - 1/(1 + replay_k), else the episode's g
+  reward:             r = compute_reward(ag_{t+1}, g')       (one vectorised call for the whole batch)
+  target:             y = clip(r + gamma (1 - d) Q'(s', pi'(s', g'), g'), r_fail/(1 - gamma), r_success/(1 - gamma))
+                      d = compute_terminated(ag_{t+1}, g'); time-limit truncation always bootstraps
+  critic loss:        mean (Q(s, a, g') - y)^2 + alpha mean_{batch, goal dims} 1[r = r_fail] (G_Q - G_y)^2   (Eq. 9)
+                      G_y = dy/dg' through Q''s goal input and pi'(s', g'); G_Q = dQ/dg' by double backpropagation
+  actor loss:         -mean Q(s, pi(s, g'), g') + action_l2 mean (pi / max_u)^2
+  targets:            theta' <- polyak theta' + (1 - polyak) theta, once per cycle
+Workers (torchrun): each collects into its own buffer and samples its own batches; gradients are averaged every
+step and normaliser sums added up across workers, as baselines' MpiAdam and MPI normaliser do.
+Regimes, the paper's own, picked by the env (--regime overrides): seek on ContinuousSeek (Table 1, the authors' SB3
+DDPG: raw inputs, 1000 random steps, a gradient step per env step), baselines (her_ddpg.py's) otherwise. Deviations
+from the paper: none in the term; the seek regime differs from SB3 in small ways, listed in docs/reengage.md.
 
 Usage:
-  python reengage.py                                              # ContinuousSeek d=10, alpha 0.2, 20k steps
-  python reengage.py seek --env ContinuousSeek:d=10 --alpha 0     # the DDPG + HER baseline, same regime
-  python reengage.py baselines --env HandReach --total-timesteps 500000 --n-cycles 50
-  python reengage.py baselines --eval-checkpoint runs/<run>/reengage.pt
+  python reengage.py [--alpha 0]                               # seek regime: ContinuousSeek d=10, 20k env steps
+  python reengage.py --env FetchReach                          # baselines regime: solved in 5k env steps
+  python reengage.py --eval-checkpoint runs/<run>/reengage.pt --n-test-rollouts 100 [--capture-video]
 """
 
-import math
 import os
 import random
 import signal
 import sys
 import time
+import warnings
+from collections import namedtuple
 from dataclasses import asdict, dataclass
-from typing import Literal, Optional
+from typing import List, Literal, Optional
 
 import gymnasium as gym
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import tyro
 from torch.utils.tensorboard import SummaryWriter
 
 import envs
 
+ALGO = "reengage"
+
 
 @dataclass
 class Args:
-    env: str = "FetchReach"
+    env: str = "ContinuousSeek:d=10"
     """goal env: a short name (FetchReach, FetchPush, ContinuousSeek:d=10, Point2DFourRoom, ...) or a Gymnasium id"""
-    alpha: float = 2e-5
-    """ReenGAGE weight of mean_{batch, goal dims} 1[r = -1] (grad_g Q - grad_g y)^2; 0 gives DDPG + HER"""
+    regime: Optional[Literal["seek", "baselines"]] = None
+    """the paper's recipe that sets every flag left unset (unset: seek on ContinuousSeek, baselines otherwise)"""
+    alpha: Optional[float] = None
+    """weight of the goal-gradient term, Eq. (9); 0 gives DDPG + HER (unset: 0.2 in the seek regime, 2e-5 otherwise)"""
     seed: int = 1
     """seed of random, numpy, torch and the envs"""
-    total_timesteps: int = 5_000
-    """training env steps, all envs counted"""
-    num_envs: int = 2
-    """parallel envs; one cycle collects one episode from each"""
+    total_timesteps: Optional[int] = None
+    """training env steps, all envs and workers counted (unset: 5k; 20k on ContinuousSeek; 1M on blocks)"""
+    num_envs: Optional[int] = None
+    """parallel envs per worker; a cycle collects one episode from each (unset: 2; 1 on ContinuousSeek; 16 on blocks)"""
     async_envs: bool = False
-    """step envs in subprocesses; pays only when an env step costs well over a pipe round trip (not FetchReach on
-    a 2-core VM: 0.4 ms per round trip there, and async ran no faster than sync)"""
-    n_cycles: int = 10
-    """cycles per epoch; an evaluation follows each epoch (baselines: 50, FetchReach 10)"""
-    n_batches: int = 40
-    """gradient steps per cycle"""
-    batch_size: int = 256
-    """transitions per gradient step"""
+    """step the envs in subprocesses (gymnasium's AsyncVectorEnv) instead of in this process"""
+    eval_interval: Optional[int] = None
+    """env steps between evaluations (unset: 1k; 2k on ContinuousSeek; 40k on the block tasks); one more ends the run"""
+    n_test_rollouts: Optional[int] = None
+    """deterministic evaluation episodes (unset: 10; 50 on ContinuousSeek; 32 on the block tasks)"""
+    n_batches: Optional[int] = None
+    """gradient steps per cycle (unset: 10 in the seek regime, one per env step; 40 otherwise)"""
+    batch_size: Optional[int] = None
+    """transitions per gradient step, per worker (unset: 256; 512 on ContinuousSeek and the block tasks)"""
     buffer_size: int = 1_000_000
-    """replay capacity in transitions"""
+    """replay capacity in transitions, per worker"""
     replay_strategy: Literal["future", "final", "episode", "none"] = "future"
     """where relabelled goals come from: later in the episode, its last step, anywhere in it, or no relabeling"""
     replay_k: int = 4
     """relabelled : original goals ratio; the relabel probability is 1 - 1/(1 + replay_k) = 0.8"""
     gamma: Optional[float] = None
-    """discount; default 1 - 1/T (0.98 for T = 50)"""
-    polyak: float = 0.95
-    """target <- polyak * target + (1 - polyak) * main, once per cycle"""
+    """discount (unset: 0.95 in the seek regime; 1 - 1/T otherwise, 0.98 for T = 50)"""
+    polyak: Optional[float] = None
+    """target <- polyak target + (1 - polyak) online, once per cycle (unset: 0.995^10 in the seek regime, 0.95 else)"""
     lr_actor: float = 1e-3
     """Adam learning rate of the actor"""
     lr_critic: float = 1e-3
     """Adam learning rate of the critic"""
-    action_l2: float = 1.0
-    """weight of the actor's action penalty mean((pi / max_u)^2)"""
-    noise_eps: float = 0.2
-    """std of the Gaussian exploration noise, in units of max_u"""
-    random_eps: float = 0.3
-    """probability of a uniformly random action while collecting"""
-    learning_starts: int = 0
-    """uniformly random actions and no updates for the first env steps (SB3's learning_starts)"""
-    hidden_dim: int = 256
-    """units per hidden layer (ReLU)"""
-    n_layers: int = 3
-    """hidden layers of actor and critic"""
-    sac: bool = False
-    """the appendix's SAC variant: squashed-Gaussian actor, twin critics, learned entropy coefficient, no target
-    actor; the target gradient flows through the reparameterised next action and the entropy term"""
+    action_l2: Optional[float] = None
+    """weight of the actor's action penalty mean((pi / max_u)^2) (unset: 0 in the seek regime, 1 otherwise)"""
+    noise_eps: Optional[float] = None
+    """std of the Gaussian exploration noise, in units of max_u (unset: 0.03 in the seek regime, 0.2 otherwise)"""
+    random_eps: Optional[float] = None
+    """probability of a uniformly random action while collecting (unset: 0 in the seek regime, 0.3 otherwise)"""
+    random_episodes: Optional[int] = None
+    """episodes of uniformly random actions before learning, all workers counted (unset: 100 in seek regime, 0 else)"""
+    hidden_dims: Optional[List[int]] = None
+    """hidden layer widths of actor and critic, ReLU (unset: 256 256 in the seek regime, 256 256 256 otherwise)"""
+    normalize: Optional[bool] = None
+    """running mean/std normalisation of observations and goals (unset: off in the seek regime; on otherwise)"""
     clip_obs: float = 200.0
     """observations and goals are clipped to +-clip_obs before normalising"""
-    normalize: bool = True
-    """running mean/std normalisation of observations and goals (the HER recipe); the seek regime turns it off, as
-    in the paper's SB3 runs"""
     clip_range: float = 5.0
     """normalised inputs are clipped to +-clip_range"""
     norm_eps: float = 0.01
     """lower bound of the normaliser's std"""
-    n_test_rollouts: int = 10
-    """deterministic evaluation episodes per epoch"""
     save_model: bool = False
     """write actor, normalisers and args to runs/<run>/reengage.pt after each evaluation and at the end"""
     eval_checkpoint: Optional[str] = None
     """evaluate this checkpoint for --n-test-rollouts episodes instead of training"""
     capture_video: bool = False
     """with --eval-checkpoint: save the first evaluation episode as a GIF next to the checkpoint"""
-    torch_threads: int = 0
-    """PyTorch CPU threads; 0 keeps PyTorch's default, fastest on an idle machine; use 1 when other runs share
-    the cores (FetchReach beside two other runs on 2 cores: 5x faster with 1 thread)"""
+    torch_threads: int = 1
+    """PyTorch CPU threads per process (0: PyTorch's default, every core)"""
     torch_deterministic: bool = True
     """use deterministic torch algorithms"""
     cuda: bool = False
-    """train on the GPU if one is available"""
+    """train on the GPU if one is available (with torchrun: one GPU per worker, nccl)"""
 
 
-# The paper's two regimes, as subcommands; every field stays overridable on the command line.
-PRESETS = {
-    # ContinuousSeek (Table 1, SB3 DDPG), d = 10 with the Table 2 setting where ReenGAGE wins (lr 1e-3, batch 512)
-    "seek": Args(env="ContinuousSeek:d=10", alpha=0.2, total_timesteps=20_000, num_envs=1, n_cycles=200, n_batches=10,
-                 batch_size=512, gamma=0.95, polyak=0.995**10, noise_eps=0.03, random_eps=0.0, action_l2=0.0,
-                 learning_starts=1000, n_layers=2, n_test_rollouts=50, normalize=False),
-    # HandReach and Fetch: the baselines HER defaults (her_ddpg.py), alpha 2e-5 (the paper's HandReach sweep)
-    "baselines": Args(),
+# Defaults of the flags left unset, per env. The block tasks need fresh, diverse data: 16 episodes per cycle (the
+# 800 env steps that baselines' 8 MPI workers x 2 envs collect) and a larger batch, on one process.
+ENV_DEFAULTS = {
+    "default": dict(total_timesteps=5_000, num_envs=2, eval_interval=1_000, batch_size=256, n_test_rollouts=10),
+    "FetchPush": dict(total_timesteps=1_000_000, num_envs=16, eval_interval=40_000, batch_size=512,
+                      n_test_rollouts=32),
+    "ContinuousSeek": dict(regime="seek", total_timesteps=20_000, num_envs=1, eval_interval=2_000, batch_size=512,
+                           n_test_rollouts=50),
 }
-DESCRIPTIONS = {"seek": "the paper's ContinuousSeek regime (one gradient step per env step)",
-                "baselines": "the baselines HER regime (HandReach, Fetch)"}
+ENV_DEFAULTS["FetchPickAndPlace"] = ENV_DEFAULTS["FetchSlide"] = ENV_DEFAULTS["FetchPush"]
+# The paper's recipes: seek (Tables 1-2, SB3 DDPG; n_batches and polyak per 10-step episode), baselines (her_ddpg.py)
+REGIMES = {
+    "seek": dict(alpha=0.2, n_batches=10, gamma=0.95, polyak=0.995**10, action_l2=0.0, noise_eps=0.03, random_eps=0.0,
+                 random_episodes=100, hidden_dims=[256, 256], normalize=False),
+    "baselines": dict(alpha=2e-5, n_batches=40, polyak=0.95, action_l2=1.0, noise_eps=0.2, random_eps=0.3,
+                      random_episodes=0, hidden_dims=[256, 256, 256], normalize=True),
+}
+
+
+def fill_defaults(args):
+    """Set every flag left unset (None) to its per-env default."""
+    name = envs.parse(args.env)[0].split("-v")[0]
+    args.regime = args.regime or ENV_DEFAULTS.get(name, {}).get("regime", "baselines")  # then its recipe fills the rest
+    for key, value in {**REGIMES[args.regime], **ENV_DEFAULTS.get(name, ENV_DEFAULTS["default"])}.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.clip_range = args.clip_range if args.normalize else float("inf")  # unnormalised: mean 0, std 1, no clip
+    return args
+
+
+def all_reduce_sum(x):
+    """x summed over the torchrun workers (x itself without torchrun)."""
+    if not dist.is_initialized():
+        return x
+    y = x.cuda() if dist.get_backend() == "nccl" else x  # nccl reduces GPU tensors only
+    dist.all_reduce(y)
+    return y.to(x.device)
 
 
 class Normalizer:
-    """Running mean/std of a vector input (baselines' Normalizer): clip +-clip_obs, standardise, clip +-clip_range."""
+    """Running mean/std of a vector input (baselines' Normalizer): clip +-clip_obs, standardise, clip +-clip_range.
+    With torchrun, each update adds every worker's sums and counts."""
 
     def __init__(self, size, eps=0.01, clip_obs=200.0, clip_range=5.0):
         self.eps, self.clip_obs, self.clip_range = eps, clip_obs, clip_range
@@ -152,9 +167,9 @@ class Normalizer:
 
     def update(self, x):
         x = np.clip(x, -self.clip_obs, self.clip_obs).reshape(-1, self.sum.shape[0])
-        self.sum += x.sum(0)
-        self.sumsq += np.square(x, dtype=np.float64).sum(0)
-        self.count += len(x)
+        stats = np.concatenate([x.sum(0), np.square(x, dtype=np.float64).sum(0), [len(x)]])
+        stats, n = all_reduce_sum(torch.as_tensor(stats, dtype=torch.float64)).numpy(), self.sum.shape[0]
+        self.sum, self.sumsq, self.count = self.sum + stats[:n], self.sumsq + stats[n:2 * n], self.count + int(stats[-1])
         self.mean = (self.sum / self.count).astype(np.float32)
         var = self.sumsq / self.count - np.square(self.sum / self.count)
         self.std = np.sqrt(np.maximum(self.eps**2, var)).astype(np.float32)
@@ -164,31 +179,31 @@ class Normalizer:
         return np.clip((x - self.mean) / self.std, -self.clip_range, self.clip_range).astype(np.float32)
 
     def state_dict(self):
-        return {"sum": self.sum, "sumsq": self.sumsq, "count": self.count, "mean": self.mean, "std": self.std}
+        return {k: torch.as_tensor(v) for k, v in
+                {"sum": self.sum, "sumsq": self.sumsq, "count": self.count, "mean": self.mean, "std": self.std}.items()}
 
     def load_state_dict(self, state):
-        self.sum, self.sumsq, self.count = state["sum"], state["sumsq"], state["count"]
-        self.mean, self.std = state["mean"], state["std"]
+        self.sum, self.sumsq, self.mean, self.std = (state[k].numpy() for k in ("sum", "sumsq", "mean", "std"))
+        self.count = int(state["count"])
 
-    def torch(self, x):
-        """The same map on a tensor, differentiable, so goal gradients are taken w.r.t. the env's raw goal."""
+    def torch(self, x):  # the same map on a tensor, differentiable: goal gradients w.r.t. the env's raw goal
         mean, std = torch.as_tensor(self.mean, device=x.device), torch.as_tensor(self.std, device=x.device)
         return ((x.clamp(-self.clip_obs, self.clip_obs) - mean) / std).clamp(-self.clip_range, self.clip_range)
 
 
-def mlp(in_dim, out_dim, hidden_dim, n_layers):
-    layers = []
-    for i in range(n_layers):
-        layers += [nn.Linear(in_dim if i == 0 else hidden_dim, hidden_dim), nn.ReLU()]
-    return nn.Sequential(*layers, nn.Linear(hidden_dim, out_dim))
+def mlp(in_dim, out_dim, hidden_dims, activation=nn.ReLU):
+    layers, dims = [], [in_dim, *hidden_dims]
+    for a, b in zip(dims[:-1], dims[1:]):
+        layers += [nn.Linear(a, b), activation()]
+    return nn.Sequential(*layers, nn.Linear(dims[-1], out_dim))
 
 
 class Actor(nn.Module):
     """pi(s, g) = max_u tanh(MLP([o_norm, g_norm]))."""
 
-    def __init__(self, obs_dim, goal_dim, act_dim, hidden_dim, n_layers, max_u):
+    def __init__(self, obs_dim, goal_dim, act_dim, hidden_dims, max_u):
         super().__init__()
-        self.net, self.max_u = mlp(obs_dim + goal_dim, act_dim, hidden_dim, n_layers), max_u
+        self.net, self.max_u = mlp(obs_dim + goal_dim, act_dim, hidden_dims), max_u
 
     def forward(self, x):
         return self.max_u * torch.tanh(self.net(x))
@@ -197,44 +212,15 @@ class Actor(nn.Module):
 class Critic(nn.Module):
     """Q(s, a, g) = MLP([o_norm, g_norm, a / max_u])."""
 
-    def __init__(self, obs_dim, goal_dim, act_dim, hidden_dim, n_layers, max_u):
+    def __init__(self, obs_dim, goal_dim, act_dim, hidden_dims, max_u):
         super().__init__()
-        self.net, self.max_u = mlp(obs_dim + goal_dim + act_dim, 1, hidden_dim, n_layers), max_u
+        self.net, self.max_u = mlp(obs_dim + goal_dim + act_dim, 1, hidden_dims), max_u
 
     def forward(self, x, a):
         return self.net(torch.cat([x, a / self.max_u], -1)).squeeze(-1)
 
 
-class GaussianActor(nn.Module):
-    """SAC's squashed Gaussian pi(a | s, g): a = max_u tanh(mu + sigma eps); forward() is the deterministic action."""
-
-    def __init__(self, obs_dim, goal_dim, act_dim, hidden_dim, n_layers, max_u):
-        super().__init__()
-        self.net, self.max_u = mlp(obs_dim + goal_dim, 2 * act_dim, hidden_dim, n_layers), max_u
-
-    def forward(self, x):
-        return self.max_u * torch.tanh(self.net(x).chunk(2, -1)[0])
-
-    def sample(self, x):
-        """Reparameterised sample and its log-probability (tanh-corrected), differentiable in x."""
-        mu, log_std = self.net(x).chunk(2, -1)
-        log_std = log_std.clamp(-20, 2)
-        eps = torch.randn_like(mu)
-        u = mu + log_std.exp() * eps
-        log_prob = (-0.5 * eps**2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
-        log_prob = log_prob - (2 * (math.log(2) - u - nn.functional.softplus(-2 * u))).sum(-1)  # log(1 - tanh(u)^2)
-        return self.max_u * torch.tanh(u), log_prob
-
-
-class TwinCritic(nn.Module):
-    """SAC's two critics; forward() returns both Q-values stacked, shape [2, batch]."""
-
-    def __init__(self, *dims):
-        super().__init__()
-        self.q1, self.q2 = Critic(*dims), Critic(*dims)
-
-    def forward(self, x, a):
-        return torch.stack([self.q1(x, a), self.q2(x, a)])
+Batch = namedtuple("Batch", "obs actions rewards next_obs g dones")  # a relabelled sample, arrays [B, dim]
 
 
 class EpisodeBuffer:
@@ -277,127 +263,92 @@ class EpisodeBuffer:
         # rewards and terminations recomputed for the new goals, one vectorised call each
         r = self.env.compute_reward(ag_next, g, None).astype(np.float32)
         d = np.broadcast_to(self.env.compute_terminated(ag_next, g, None), r.shape).astype(np.float32)
-        return self.obs[e, t], self.actions[e, t], r, self.obs[e, t + 1], g, d
+        return Batch(self.obs[e, t], self.actions[e, t], r, self.obs[e, t + 1], g, d)
 
 
-def td_target(r, d, q_next, gamma):
-    """y = r + gamma (1 - d) Q'(s', pi'(s')), clipped to [-1/(1-gamma), 0]: the range of returns of -1/0 rewards."""
-    return (r + gamma * (1 - d) * q_next).clamp(-1 / (1 - gamma), 0)
+def td_target(r, d, q_next, gamma, rewards=(-1.0, 0.0)):
+    """y = r + gamma (1 - d) Q'(s', pi'(s')), clipped to the range of returns [r_fail, r_success] / (1 - gamma)."""
+    return (r + gamma * (1 - d) * q_next).clamp(rewards[0] / (1 - gamma), rewards[1] / (1 - gamma))
 
 
-def critic_loss_fn(o, a, r, o2, g, d, critic, actor_target, critic_target, g_norm, gamma, alpha):
-    """Eq. (4) value loss plus, for alpha > 0, the ReenGAGE goal-gradient term of Eq. (9).
-
-    o, o2 are normalised; g is the raw goal, so both gradients are taken w.r.t. the env's goal. Returns the loss, the
-    gradient-matching term and Q."""
-    if alpha == 0:  # DDPG + HER: exactly her_ddpg.py's critic loss
-        with torch.no_grad():
-            x2 = torch.cat([o2, g_norm.torch(g)], -1)
-            y = td_target(r, d, critic_target(x2, actor_target(x2)), gamma)
-        q = critic(torch.cat([o, g_norm.torch(g)], -1), a)
-        return (q - y).pow(2).mean(), torch.zeros(()), q
-    # target branch: y and its total derivative w.r.t. g, through Q''s goal input AND through pi'(s', g)
-    g2 = g.detach().requires_grad_(True)
-    x2 = torch.cat([o2, g_norm.torch(g2)], -1)
-    y = td_target(r, d, critic_target(x2, actor_target(x2)), gamma)
-    grad_y = torch.autograd.grad(y.sum(), g2)[0]  # = gamma dQ'/dg (r is a constant where the term applies)
-    # current branch: grad_g Q by double backpropagation, so the loss can train it
-    g1 = g.detach().requires_grad_(True)
-    q = critic(torch.cat([o, g_norm.torch(g1)], -1), a)
-    grad_q = torch.autograd.grad(q.sum(), g1, create_graph=True)[0]
-    mask = (r == -1).float().unsqueeze(-1)  # Eq. (9): only where r = -1; grad_g R is undefined where r = 0
-    grad_match = (mask * (grad_q - grad_y) ** 2).mean()  # mean over batch AND goal dims (the code's alpha)
-    return (q - y.detach()).pow(2).mean() + alpha * grad_match, grad_match, q
+def average_gradients(*nets):
+    """Mean of every gradient over the torchrun workers (baselines' MpiAdam), as one flat all-reduce."""
+    if not dist.is_initialized():
+        return
+    grads = [p.grad for net in nets for p in net.parameters()]
+    flat = all_reduce_sum(torch.cat([g.reshape(-1) for g in grads])) / dist.get_world_size()
+    for g, chunk in zip(grads, flat.split([g.numel() for g in grads])):
+        g.copy_(chunk.view_as(g))
 
 
-def sac_critic_loss_fn(o, a, r, o2, g, d, critic, critic_target, actor, ent_coef, g_norm, gamma, alpha):
-    """The SAC variant: y = r + gamma (min_j Q'_j(s', a~) - ent_coef log pi(a~ | s', g)), a~ ~ pi(s', g) by
-    reparameterisation (no target actor, no clip: the entropy bonus can make returns positive). G_y flows through
-    the critics' goal input, a~ and log pi. Loss = 0.5 sum_j [MSE_j + alpha grad_match_j]."""
-    g2 = g.detach().requires_grad_(alpha > 0)
-    with torch.set_grad_enabled(alpha > 0):
+# ---- ReenGAGE: what differs from her_ddpg.py ----
+def reengage_critic_loss(o, a, r, o2, g, d, critic, actor_target, critic_target, g_norm, gamma, alpha, rewards):
+    """Eq. (4) + alpha Eq. (9) -> (loss, term, Q). o, o2 normalised; g raw: gradients w.r.t. the env's goal."""
+    g2, g1 = (g.detach().requires_grad_(alpha > 0) for _ in range(2))
+    with torch.set_grad_enabled(alpha > 0):  # alpha = 0: exactly her_ddpg.py's critic loss
         x2 = torch.cat([o2, g_norm.torch(g2)], -1)
-        a2, log_prob2 = actor.sample(x2)
-        y = r + gamma * (1 - d) * (critic_target(x2, a2).min(0).values - ent_coef * log_prob2)
-        grad_y = torch.autograd.grad(y.sum(), g2)[0] if alpha > 0 else None
-    mask = (r == -1).float().unsqueeze(-1)  # Eq. (9): only where r = -1
-    loss, grad_match, qs = 0.0, torch.zeros(()), []
-    for q_net in (critic.q1, critic.q2):  # each critic matches the target gradient with its own gradient
-        g1 = g.detach().requires_grad_(alpha > 0)
-        q = q_net(torch.cat([o, g_norm.torch(g1)], -1), a)
-        loss = loss + 0.5 * (q - y.detach()).pow(2).mean()
-        if alpha > 0:
-            grad_q = torch.autograd.grad(q.sum(), g1, create_graph=True)[0]
-            match = (mask * (grad_q - grad_y) ** 2).mean()
-            loss, grad_match = loss + 0.5 * alpha * match, grad_match + 0.5 * match.detach()
-        qs.append(q)
-    return loss, grad_match, torch.stack(qs)
+        y = td_target(r, d, critic_target(x2, actor_target(x2)), gamma, rewards)
+        grad_y = torch.autograd.grad(y.sum(), g2)[0] if alpha > 0 else None  # G_y: through Q''s goal AND pi'
+    q = critic(torch.cat([o, g_norm.torch(g1)], -1), a)
+    loss = (q - y.detach()).pow(2).mean()  # critic: mean squared error to the clipped target
+    if alpha == 0:
+        return loss, torch.zeros(()), q
+    grad_q = torch.autograd.grad(q.sum(), g1, create_graph=True)[0]  # G_Q by double backprop, so the loss trains it
+    mask = (r == rewards[0]).float().unsqueeze(-1)  # Eq. (9): only where r = r_fail (there grad_g r = 0)
+    grad_match = (mask * (grad_q - grad_y) ** 2).mean()  # mean over batch AND goal dims (the authors' alpha)
+    return loss + alpha * grad_match, grad_match, q
 
 
-def sac_update(batch, actor, critic, critic_target, log_ent_coef, actor_opt, critic_opt, ent_opt, g_norm, args,
-               gamma):
-    """One SAC step: critics (with the ReenGAGE term), actor, then the entropy coefficient (target -dim(A))."""
+def update(batch, actor, critic, actor_target, critic_target, actor_opt, critic_opt, args, gamma, rewards, g_norm):
+    """One gradient step of critic and actor on a relabelled, normalised batch; returns the logged losses."""
     o, a, r, o2, g, d = batch
-    ent_coef = log_ent_coef.exp().detach()
-    critic_loss, grad_match, q = sac_critic_loss_fn(o, a, r, o2, g, d, critic, critic_target, actor, ent_coef,
-                                                    g_norm, gamma, args.alpha)
-    critic_opt.zero_grad()
-    critic_loss.backward()
-    critic_opt.step()
-
-    x = torch.cat([o, g_norm.torch(g)], -1)
-    pi, log_prob = actor.sample(x)
-    critic.requires_grad_(False)
-    actor_loss = (ent_coef * log_prob - critic(x, pi).min(0).values).mean()  # SAC: maximise min Q + entropy
-    critic.requires_grad_(True)
-    actor_opt.zero_grad()
-    actor_loss.backward()
-    actor_opt.step()
-    ent_loss = -(log_ent_coef * (log_prob.detach() - a.shape[-1])).mean()  # target entropy -dim(A)
-    ent_opt.zero_grad()
-    ent_loss.backward()
-    ent_opt.step()
-    return critic_loss.item(), actor_loss.item(), q.mean().item(), grad_match.item(), (r == -1).float().mean().item()
-
-
-def ddpg_update(batch, actor, critic, actor_target, critic_target, actor_opt, critic_opt, g_norm, args, gamma):
-    """One gradient step of critic and actor on a relabelled batch; returns the losses."""
-    o, a, r, o2, g, d = batch
-    critic_loss, grad_match, q = critic_loss_fn(o, a, r, o2, g, d, critic, actor_target, critic_target, g_norm,
-                                                gamma, args.alpha)
-    critic_opt.zero_grad()
-    critic_loss.backward()
-    critic_opt.step()
-
+    critic_loss, grad_match, q = reengage_critic_loss(o, a, r, o2, g, d, critic, actor_target, critic_target, g_norm,
+                                                      gamma, args.alpha, rewards)
     x = torch.cat([o, g_norm.torch(g)], -1)
     pi = actor(x)
     critic.requires_grad_(False)  # the actor loss only needs dQ/da, not the critic's weight gradients
     actor_loss = -critic(x, pi).mean() + args.action_l2 * (pi / actor.max_u).pow(2).mean()  # DDPG + action L2
     critic.requires_grad_(True)
+    # both gradients come from the same critic, then both steps (baselines' her/ddpg.py computes both in one
+    # sess.run before either Adam update)
+    critic_opt.zero_grad()
     actor_opt.zero_grad()
+    critic_loss.backward()
     actor_loss.backward()
+    average_gradients(critic, actor)
+    critic_opt.step()
     actor_opt.step()
-    return critic_loss.item(), actor_loss.item(), q.mean().item(), grad_match.item(), (r == -1).float().mean().item()
+    return {"critic_loss": critic_loss.item(), "actor_loss": actor_loss.item(), "q_values": q.mean().item(),
+            "grad_match": grad_match.item(), "masked_fraction": (r == rewards[0]).float().mean().item()}
+# ---- end ----
 
 
-def rollout(vec_env, actor, o_norm, g_norm, T, device, explore, args, rng, max_u, warmup=False):
-    """One episode in each env (reset together, stepped in lockstep); returns the episode arrays and stats."""
+def soft_update(net, target, polyak):
+    """target <- polyak * target + (1 - polyak) * net."""
+    with torch.no_grad():
+        for p, p_t in zip(net.parameters(), target.parameters()):
+            p_t.lerp_(p, 1 - polyak)
+
+
+# one episode per env: obs, ag [n, T+1, dim]; g, actions [n, T, dim]; ep_len, success (at the final step), ret [n]
+Episodes = namedtuple("Episodes", "obs ag g actions ep_len success ret")
+
+
+def rollout(vec_env, actor, o_norm, g_norm, T, device, args, rng, max_u, *, explore, warmup=False):
+    """One episode in each env (reset together, stepped in lockstep); explore adds HER's exploration."""
     n = vec_env.num_envs
     ob, _ = vec_env.reset()
-    obs = np.zeros((n, T + 1, ob["observation"].shape[-1]), np.float32)
-    ag = np.zeros((n, T + 1, ob["achieved_goal"].shape[-1]), np.float32)
+    obs, ag = (np.zeros((n, T + 1, ob[k].shape[-1]), np.float32) for k in ("observation", "achieved_goal"))
     g = np.zeros((n, T, ob["desired_goal"].shape[-1]), np.float32)
     actions = np.zeros((n, T, vec_env.single_action_space.shape[0]), np.float32)
-    ep_len, success, ret = np.full(n, T), np.zeros(n), np.zeros(n)
-    running = np.ones(n, bool)
+    ep_len, success, ret, running = np.full(n, T), np.zeros(n), np.zeros(n), np.ones(n, bool)
     obs[:, 0], ag[:, 0] = ob["observation"], ob["achieved_goal"]
     for t in range(T):
         g[:, t] = ob["desired_goal"]
         x = np.concatenate([o_norm(ob["observation"]), g_norm(ob["desired_goal"])], -1)
         with torch.no_grad():
-            x = torch.as_tensor(x, device=device)
-            a = (actor.sample(x)[0] if explore and args.sac else actor(x)).cpu().numpy()
-        if explore:  # Gaussian noise, then with probability random_eps (1 in warm-up) a uniformly random action
+            a = actor(torch.as_tensor(x, device=device)).cpu().numpy()
+        if explore:  # Gaussian noise, then with probability random_eps a uniformly random action
             a = np.clip(a + args.noise_eps * max_u * rng.standard_normal(a.shape), -max_u, max_u)
             random_a = rng.uniform(-max_u, max_u, a.shape)
             a = np.where(rng.random((n, 1)) < (1.0 if warmup else args.random_eps), random_a, a).astype(np.float32)
@@ -410,66 +361,81 @@ def rollout(vec_env, actor, o_norm, g_norm, T, device, explore, args, rng, max_u
         running &= ~ended
         if not running.any():
             break
-    return obs, ag, g, actions, ep_len, success, ret
+    return Episodes(obs, ag, g, actions, ep_len, success, ret)
 
 
 def evaluate(vec_env, actor, o_norm, g_norm, T, device, n_episodes, args, rng, max_u):
     """Deterministic policy; success = is_success at each episode's final step. Returns (success rate, return)."""
     successes, returns = [], []
     while len(successes) < n_episodes:
-        *_, success, ret = rollout(vec_env, actor, o_norm, g_norm, T, device, False, args, rng, max_u)
-        successes += list(success)
-        returns += list(ret)
+        ep = rollout(vec_env, actor, o_norm, g_norm, T, device, args, rng, max_u, explore=False)
+        successes += list(ep.success)
+        returns += list(ep.ret)
     return float(np.mean(successes[:n_episodes])), float(np.mean(returns[:n_episodes]))
+
+
+def make_env(args, **kwargs):
+    return envs.make(args.env, **kwargs)
 
 
 def make_vec_env(args, n):
     """n copies of the goal env. rollout() resets them all at each cycle's start; an env whose episode ends early
     is auto-reset by the next step, and rollout() stores nothing past that episode's end."""
-    fns = [lambda: envs.make(args.env) for _ in range(n)]
+    fns = [lambda: make_env(args) for _ in range(n)]
     return gym.vector.AsyncVectorEnv(fns) if args.async_envs else gym.vector.SyncVectorEnv(fns)
 
 
 def check_env(env, args):
-    """One-line errors for envs and budgets this script cannot handle."""
+    """One-line errors for envs and budgets this script cannot handle; returns the env's (r_fail, r_success)."""
     space = env.action_space
     if not isinstance(space, gym.spaces.Box):
         raise envs.EnvError(f"{args.env} has {space} actions; DDPG needs a continuous Box action space")
     if not (np.all(space.high == space.high[0]) and np.all(space.low == -space.high)):
         raise envs.EnvError(f"{args.env}: DDPG here needs a symmetric action box [-max_u, max_u]^n, got {space}")
-    ob_space = env.observation_space
-    if ob_space["achieved_goal"].shape != ob_space["desired_goal"].shape:
+    if env.observation_space["achieved_goal"].shape != env.observation_space["desired_goal"].shape:
         raise envs.EnvError(f"{args.env}: achieved and desired goals differ in shape, so they cannot be relabelled")
-    for name in ("total_timesteps", "num_envs", "n_cycles", "n_batches", "batch_size", "buffer_size",
+    for name in ("total_timesteps", "num_envs", "eval_interval", "n_batches", "batch_size", "buffer_size",
                  "n_test_rollouts"):
         if getattr(args, name) < (0 if name == "n_batches" else 1):
             raise envs.EnvError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if not 0 <= args.random_eps <= 1 or not 0 <= args.polyak <= 1 or args.replay_k < 0:
         raise envs.EnvError("--random-eps and --polyak must lie in [0, 1] and --replay-k must be >= 0")
+    return envs.sparse_rewards(env)  # -1/0 or 0/1: the target clip follows it; a dense reward is refused
 
 
 def save_checkpoint(path, actor, o_norm, g_norm, args):
-    torch.save({"actor": actor.state_dict(), "o_norm": o_norm.state_dict(), "g_norm": g_norm.state_dict(),
-                "args": asdict(args)}, path)
+    """Tensors and plain types only, so loading needs no code from the file (weights_only=True)."""
+    torch.save({"algo": ALGO, "actor": actor.state_dict(), "o_norm": o_norm.state_dict(),
+                "g_norm": g_norm.state_dict(), "args": asdict(args)}, path)
+
+
+def load_checkpoint(path):
+    """A checkpoint this file wrote, loaded without running code from it; anything else is a one-line error."""
+    if not os.path.isfile(path):
+        raise envs.EnvError(f"no checkpoint at {path}")
+    try:
+        with warnings.catch_warnings():  # torch warns at length about a non-zip pickle before refusing it
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)  # refuses pickled code
+    except Exception as e:
+        raise envs.EnvError(f"{path} is not a {ALGO}.py checkpoint ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("algo") != ALGO:
+        raise envs.EnvError(f"{path} is not a {ALGO}.py checkpoint")
+    return ckpt
 
 
 def load_and_evaluate(args):
     """Evaluate a saved actor: success rate over --n-test-rollouts episodes, optionally a GIF of the first one."""
-    if not os.path.isfile(args.eval_checkpoint):
-        raise envs.EnvError(f"no checkpoint at {args.eval_checkpoint}")
+    ckpt = load_checkpoint(args.eval_checkpoint)
     if args.capture_video and "DISPLAY" not in os.environ:
         os.environ.setdefault("MUJOCO_GL", "egl")  # headless MuJoCo rendering; must be set before MuJoCo loads
-    ckpt = torch.load(args.eval_checkpoint, map_location="cpu", weights_only=False)
     saved = Args(**ckpt["args"])
-    env = envs.make(saved.env)
+    env = make_env(saved)
     dims = [env.observation_space[k].shape[0] for k in ("observation", "desired_goal")]
     max_u = float(env.action_space.high[0])
-    actor = (GaussianActor if saved.sac else Actor)(*dims, env.action_space.shape[0], saved.hidden_dim, saved.n_layers,
-                                                    max_u)
+    actor = Actor(*dims, env.action_space.shape[0], saved.hidden_dims, max_u)
     actor.load_state_dict(ckpt["actor"])
-    clip_range = saved.clip_range if saved.normalize else np.inf
-    o_norm = Normalizer(dims[0], saved.norm_eps, saved.clip_obs, clip_range)
-    g_norm = Normalizer(dims[1], saved.norm_eps, saved.clip_obs, clip_range)
+    o_norm, g_norm = (Normalizer(d, saved.norm_eps, saved.clip_obs, saved.clip_range) for d in dims)
     o_norm.load_state_dict(ckpt["o_norm"])
     g_norm.load_state_dict(ckpt["g_norm"])
     vec_env = make_vec_env(saved, saved.num_envs)
@@ -488,134 +454,147 @@ def record_gif(args, actor, o_norm, g_norm, path, seed):
     import imageio  # installed with gymnasium-robotics
 
     try:
-        env = envs.make(args.env, render_mode="rgb_array")
+        env = make_env(args, render_mode="rgb_array")
         ob, _ = env.reset(seed=seed)
-        frames = [env.render()]
+        frames, done = [env.render()], False
+        while not done:
+            x = np.concatenate([o_norm(ob["observation"]), g_norm(ob["desired_goal"])])
+            with torch.no_grad():
+                ob, _, terminated, truncated, _ = env.step(actor(torch.as_tensor(x)).numpy())
+            frames.append(env.render())
+            done = terminated or truncated
     except Exception as e:  # an env without rgb_array rendering, or no OpenGL on this machine
-        print(f"no video: {args.env} cannot render here ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
-        return
-    done = False
-    while not done:
-        x = np.concatenate([o_norm(ob["observation"]), g_norm(ob["desired_goal"])])
-        with torch.no_grad():
-            ob, _, terminated, truncated, _ = env.step(actor(torch.as_tensor(x)).numpy())
-        frames.append(env.render())
-        done = terminated or truncated
+        return print(f"no video: {args.env} cannot render here ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
     imageio.mimsave(path, frames, duration=40)
     print(f"video: {path}")
 
 
-def main(args):
-    if args.eval_checkpoint:
-        return load_and_evaluate(args)
-    # seeding
-    random.seed(args.seed)
-    np.random.seed(args.seed)
+def init_workers(args):
+    """(rank, world size, device). Under torchrun: a process group (gloo on CPU, nccl with --cuda), one seed per
+    worker. Otherwise one process, rank 0 of 1."""
+    cuda = args.cuda and torch.cuda.is_available()
+    if "WORLD_SIZE" not in os.environ:
+        return 0, 1, torch.device("cuda" if cuda else "cpu")
+    dist.init_process_group("nccl" if cuda else "gloo")
+    rank, local_rank = dist.get_rank(), int(os.environ.get("LOCAL_RANK", 0))
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    return rank, dist.get_world_size(), torch.device(f"cuda:{local_rank}" if cuda else "cpu")
+
+
+def seed_everything(args, rank):
+    """Seed random, numpy, torch; each torchrun worker gets its own env and sampling seed."""
+    seed = args.seed + 1000 * rank  # each worker its own episodes; make_learner's broadcast makes the networks equal
+    random.seed(seed)
+    np.random.seed(seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     if args.torch_threads > 0:
         torch.set_num_threads(args.torch_threads)
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-    rng = np.random.default_rng(args.seed)
+    return seed, np.random.default_rng(seed)
 
-    # envs: one in this process for the spaces and the vectorised reward, num_envs for collecting
-    env = envs.make(args.env)
-    check_env(env, args)
-    T = envs.horizon(env)
-    obs_dim, goal_dim = env.observation_space["observation"].shape[0], env.observation_space["desired_goal"].shape[0]
-    act_dim, max_u = env.action_space.shape[0], float(env.action_space.high[0])
-    gamma = args.gamma if args.gamma is not None else 1 - 1 / T
-    vec_env = make_vec_env(args, args.num_envs)
-    vec_env.reset(seed=args.seed)
 
-    # networks, optimisers, normalisers, buffer
-    dims = (obs_dim, goal_dim, act_dim, args.hidden_dim, args.n_layers, max_u)
-    if args.sac:  # appendix variant: squashed-Gaussian actor, twin critics, no target actor
-        actor, critic, critic_target = GaussianActor(*dims).to(device), TwinCritic(*dims).to(device), TwinCritic(*dims)
-        log_ent_coef = torch.zeros(1, device=device, requires_grad=True)  # entropy coefficient starts at 1
-        ent_opt = torch.optim.Adam([log_ent_coef], lr=args.lr_actor)
-        targets = [(critic, critic_target.to(device))]
-    else:
-        actor, critic = Actor(*dims).to(device), Critic(*dims).to(device)
-        actor_target, critic_target = Actor(*dims).to(device), Critic(*dims).to(device)
-        targets = [(actor, actor_target), (critic, critic_target)]
-    for net, target in targets:
-        target.load_state_dict(net.state_dict())
-        target.requires_grad_(False)  # never optimised; grad_g y needs gradients w.r.t. g only
+def make_learner(env, args, device):
+    """Actor, critic, their targets and optimisers; under torchrun every worker starts from rank 0's weights."""
+    dims = (env.observation_space["observation"].shape[0], env.observation_space["desired_goal"].shape[0],
+            env.action_space.shape[0], args.hidden_dims, float(env.action_space.high[0]))
+    actor, critic = Actor(*dims).to(device), Critic(*dims).to(device)
+    if dist.is_initialized():
+        for p in [*actor.parameters(), *critic.parameters()]:
+            dist.broadcast(p.data, 0)
+    actor_target, critic_target = Actor(*dims).to(device), Critic(*dims).to(device)
+    actor_target.load_state_dict(actor.state_dict())
+    critic_target.load_state_dict(critic.state_dict())
     actor_opt = torch.optim.Adam(actor.parameters(), lr=args.lr_actor, fused=True)  # fused: ~30% faster updates
     critic_opt = torch.optim.Adam(critic.parameters(), lr=args.lr_critic, fused=True)
-    clip_range = args.clip_range if args.normalize else np.inf  # without normalising: mean 0, std 1, no clip
-    o_norm = Normalizer(obs_dim, args.norm_eps, args.clip_obs, clip_range)
-    g_norm = Normalizer(goal_dim, args.norm_eps, args.clip_obs, clip_range)
-    buffer = EpisodeBuffer(args.buffer_size, T, obs_dim, goal_dim, act_dim, env.unwrapped, args.replay_strategy,
-                           args.replay_k, rng)
+    return actor, critic, actor_target, critic_target, actor_opt, critic_opt
 
-    run_name = f"{args.env.replace(':', '_')}__reengage__{args.seed}__{int(time.time())}"
-    writer = SummaryWriter(f"runs/{run_name}")
+
+def start_run(env, args, world):
+    """The run's folder, its TensorBoard writer and the header line."""
+    run_dir = f"runs/{args.env.replace(':', '_')}__{ALGO}__{args.seed}__{int(time.time())}"
+    writer = SummaryWriter(run_dir)
     table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
     writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
-    ckpt_path = f"runs/{run_name}/reengage.pt"
+    workers = f" x {world} workers" if world > 1 else ""
+    print(f"{ALGO} | {env.spec.id} | {args.total_timesteps:,} env steps{workers} | seed {args.seed} | run {run_dir} | "
+          "tensorboard --logdir runs", flush=True)
+    return run_dir, writer
 
-    def to_tensor(*arrays):
-        return [torch.as_tensor(a, device=device) for a in arrays]
 
-    global_step, grad_steps, cycle, start_time, sr = 0, 0, 0, time.time(), 0.0
+def log_evaluation(writer, global_step, args, sr, eval_ret, losses, grad_steps, episodes, o_norm, g_norm, start_time):
+    """TensorBoard scalars and the console line of one evaluation."""
+    elapsed = time.time() - start_time
+    scalars = {**{f"losses/{k}": v for k, v in losses.items()}, "eval/success_rate": sr,
+               "eval/episodic_return": eval_ret, "charts/SPS": int(global_step / elapsed),
+               "charts/gradient_steps": grad_steps, "charts/episodes": episodes,
+               "stats/o_mean": float(o_norm.mean.mean()), "stats/g_mean": float(g_norm.mean.mean())}
+    for tag, value in scalars.items():
+        writer.add_scalar(tag, value, global_step)
+    left = elapsed / global_step * max(args.total_timesteps - global_step, 0)
+    print(f"step {global_step:>8}/{args.total_timesteps} | success {sr:.2f} | return {eval_ret:7.2f} | "
+          f"SPS {int(global_step / elapsed):>5} | {elapsed:5.0f}s elapsed, ~{left:.0f}s left", flush=True)
+
+
+def main(args):
+    fill_defaults(args)
+    if args.eval_checkpoint:
+        return load_and_evaluate(args)
+    rank, world, device = init_workers(args)
+    seed, rng = seed_everything(args, rank)
+
+    # envs: one in this process for the spaces and the vectorised reward, num_envs for collecting
+    env = make_env(args)
+    rewards = check_env(env, args)
+    T = envs.horizon(env)
+    obs_dim, goal_dim = env.observation_space["observation"].shape[0], env.observation_space["desired_goal"].shape[0]
+    max_u = float(env.action_space.high[0])
+    gamma = args.gamma if args.gamma is not None else 1 - 1 / T
+    vec_env = make_vec_env(args, args.num_envs)
+    vec_env.reset(seed=seed)
+    actor, critic, actor_target, critic_target, actor_opt, critic_opt = make_learner(env, args, device)
+    o_norm = Normalizer(obs_dim, args.norm_eps, args.clip_obs, args.clip_range)
+    g_norm = Normalizer(goal_dim, args.norm_eps, args.clip_obs, args.clip_range)
+    buffer = EpisodeBuffer(args.buffer_size, T, obs_dim, goal_dim, env.action_space.shape[0], env.unwrapped,
+                           args.replay_strategy, args.replay_k, rng)
+    run_dir, writer = start_run(env, args, world) if rank == 0 else (None, None)  # rank 0 logs, evaluates, saves
+    ckpt_path = f"{run_dir}/{ALGO}.pt"
+
+    global_step, grad_steps, next_eval, start_time, sr, losses = 0, 0, args.eval_interval, time.time(), 0.0, {}
     try:
         while global_step < args.total_timesteps:
             # collect one episode per env with exploration, store it, update the normalisers
-            obs, ag, g, actions, ep_len, success, ret = rollout(vec_env, actor, o_norm, g_norm, T, device, True, args,
-                                                                rng, max_u, warmup=global_step < args.learning_starts)
-            new = buffer.store(obs, ag, g, actions, ep_len)
-            global_step += int(ep_len.sum())
+            ep = rollout(vec_env, actor, o_norm, g_norm, T, device, args, rng, max_u, explore=True,
+                         warmup=buffer.size * world < args.random_episodes)
+            new = buffer.store(ep.obs, ep.ag, ep.g, ep.actions, ep.ep_len)
+            global_step += int(all_reduce_sum(torch.tensor(int(ep.ep_len.sum()))))  # every worker's steps
             # normaliser statistics come from relabelled samples of the new episodes (goal stats see g')
-            o_s, _, _, _, g_s, _ = buffer.sample(int(ep_len.sum()), episodes=new)
-            if args.normalize:
-                o_norm.update(o_s)
-                g_norm.update(g_s)
-            writer.add_scalar("charts/success_rate", success.mean(), global_step)
-            writer.add_scalar("charts/episodic_return", ret.mean(), global_step)
+            sample = buffer.sample(int(ep.ep_len.sum()), episodes=new)
+            if args.normalize:  # the seek regime feeds raw inputs, as the paper's SB3 runs do
+                o_norm.update(sample.obs)
+                g_norm.update(sample.g)
+            if writer:
+                writer.add_scalar("charts/success_rate", ep.success.mean(), global_step)
+                writer.add_scalar("charts/episodic_return", ep.ret.mean(), global_step)
 
             # a burst of updates on relabelled batches, then one Polyak update of both targets
-            for _ in range(args.n_batches if global_step >= args.learning_starts else 0):
-                o, a, r, o2, g_b, d = buffer.sample(args.batch_size)  # goals stay raw: normalised inside the loss
-                batch = to_tensor(o_norm(o), a, r, o_norm(o2), g_b, d)
-                if args.sac:
-                    losses = sac_update(batch, actor, critic, critic_target, log_ent_coef, actor_opt, critic_opt,
-                                        ent_opt, g_norm, args, gamma)
-                else:
-                    losses = ddpg_update(batch, actor, critic, actor_target, critic_target, actor_opt, critic_opt,
-                                         g_norm, args, gamma)
+            for _ in range(args.n_batches if buffer.size * world >= args.random_episodes else 0):
+                b = buffer.sample(args.batch_size)
+                x, x2 = o_norm(b.obs), o_norm(b.next_obs)  # goals stay raw: the loss differentiates w.r.t. them
+                batch = [torch.as_tensor(v, device=device) for v in (x, b.actions, b.rewards, x2, b.g, b.dones)]
+                losses = update(batch, actor, critic, actor_target, critic_target, actor_opt, critic_opt, args, gamma,
+                                rewards, g_norm)
                 grad_steps += 1
-            with torch.no_grad():
-                for net, target in targets:
-                    for p, p_t in zip(net.parameters(), target.parameters()):
-                        p_t.lerp_(p, 1 - args.polyak)  # p_t = polyak p_t + (1 - polyak) p
-            cycle += 1
-            if cycle % args.n_cycles and global_step < args.total_timesteps:
-                continue
+            soft_update(actor, actor_target, args.polyak)
+            soft_update(critic, critic_target, args.polyak)
 
-            # end of an epoch (n_cycles cycles) or of training: log, evaluate the deterministic policy, checkpoint
-            epoch = -(-cycle // args.n_cycles)
-            if global_step >= args.learning_starts and args.n_batches > 0:
-                writer.add_scalar("losses/critic_loss", losses[0], global_step)
-                writer.add_scalar("losses/actor_loss", losses[1], global_step)
-                writer.add_scalar("losses/q_values", losses[2], global_step)
-                writer.add_scalar("losses/grad_match", losses[3], global_step)
-                writer.add_scalar("stats/masked_fraction", losses[4], global_step)  # rows with r = -1
-            writer.add_scalar("stats/o_mean", float(o_norm.mean.mean()), global_step)
-            writer.add_scalar("stats/g_mean", float(g_norm.mean.mean()), global_step)
+            # every eval_interval env steps and at the end: evaluate the deterministic policy, log, checkpoint
+            if (global_step < next_eval and global_step < args.total_timesteps) or rank > 0:
+                continue
+            next_eval = (global_step // args.eval_interval + 1) * args.eval_interval
             sr, eval_ret = evaluate(vec_env, actor, o_norm, g_norm, T, device, args.n_test_rollouts, args, rng, max_u)
-            elapsed = time.time() - start_time
-            sps = int(global_step / elapsed)
-            writer.add_scalar("eval/success_rate", sr, global_step)
-            writer.add_scalar("eval/episodic_return", eval_ret, global_step)
-            writer.add_scalar("charts/SPS", sps, global_step)
-            writer.add_scalar("charts/gradient_steps", grad_steps, global_step)
-            writer.add_scalar("charts/episodes", buffer.size, global_step)
-            writer.add_scalar("charts/epoch", epoch, global_step)
-            left = elapsed / global_step * max(args.total_timesteps - global_step, 0)
-            print(f"epoch {epoch:>3} | step {global_step:>8}/{args.total_timesteps} | success {sr:.2f} | "
-                  f"return {eval_ret:7.2f} | SPS {sps:>5} | {elapsed:5.0f}s elapsed, ~{left:.0f}s left", flush=True)
+            log_evaluation(writer, global_step, args, sr, eval_ret, losses, grad_steps, buffer.size * world, o_norm,
+                           g_norm, start_time)
             if args.save_model:
                 save_checkpoint(ckpt_path, actor, o_norm, g_norm, args)
     except KeyboardInterrupt:
@@ -624,16 +603,23 @@ def main(args):
     finally:
         vec_env.close()
         env.close()
-        writer.close()
-    if args.save_model:
-        save_checkpoint(ckpt_path, actor, o_norm, g_norm, args)
-        print(f"checkpoint: {ckpt_path}\nevaluate it: python reengage.py baselines --eval-checkpoint {ckpt_path}")
+        if writer:
+            writer.close()
+    if rank == 0:
+        saved = ""
+        if args.save_model:
+            save_checkpoint(ckpt_path, actor, o_norm, g_norm, args)
+            saved = f" | checkpoint {ckpt_path} (evaluate: python {ALGO}.py --eval-checkpoint {ckpt_path})"
+        print(f"{ALGO} done | success {sr:.2f} | {global_step:,} env steps | {grad_steps:,} gradient steps | "
+              f"{time.time() - start_time:.0f} s{saved}", flush=True)
+    if dist.is_initialized():
+        dist.destroy_process_group()
     return sr
 
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # a terminated run saves like Ctrl-C does
     try:
-        main(tyro.cli(tyro.extras.subcommand_type_from_defaults(PRESETS, DESCRIPTIONS), default=PRESETS["seek"]))
+        main(tyro.cli(Args))
     except envs.EnvError as e:
         sys.exit(f"error: {e}")

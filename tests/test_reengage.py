@@ -1,178 +1,227 @@
-"""reengage.py: the goal-gradient term (finite differences, the target-actor path, the sparse mask, alpha = 0), then
-the script as a user runs it."""
+"""reengage.py: the goal-gradient term (finite differences, the target-actor path, the sparse mask under both reward
+conventions, alpha = 0), the regimes, then the script as a user runs it."""
 
 import copy
 import glob
+import os
+import re
 
 import numpy as np
 import pytest
 import torch
 
+import envs
 import her_ddpg
-from conftest import assert_one_line_error, final_success, train_save_and_reload
-from reengage import Actor, Critic, GaussianActor, Normalizer, TwinCritic, critic_loss_fn, sac_critic_loss_fn
+from conftest import assert_one_line_error, eval_lines, final_success, train_save_and_reload
+from reengage import Actor, Args, Critic, Normalizer, fill_defaults, reengage_critic_loss
 
 OBS, GOAL, ACT, B, GAMMA = 4, 3, 2, 16, 0.95
+FAIL_SUCCESS = (-1.0, 0.0)  # Fetch, Hand, ContinuousSeek
+ZERO_ONE = (0.0, 1.0)  # PointMaze, AntMaze
 
 
 @pytest.fixture
 def nets():
     torch.manual_seed(0)
-    actor, critic = Actor(OBS, GOAL, ACT, 32, 2, 1.0).double(), Critic(OBS, GOAL, ACT, 32, 2, 1.0).double()
+    actor, critic = Actor(OBS, GOAL, ACT, [32, 32], 1.0).double(), Critic(OBS, GOAL, ACT, [32, 32], 1.0).double()
     g_norm = Normalizer(GOAL)
     g_norm.update(np.random.default_rng(0).normal(0.5, 2.0, (100, GOAL)))
     return actor, critic, copy.deepcopy(actor), copy.deepcopy(critic), g_norm
 
 
-def batch(seed=0):
+def batch(seed=0, rewards=FAIL_SUCCESS):
     rng = np.random.default_rng(seed)
     o, o2 = torch.tensor(rng.normal(size=(B, OBS))), torch.tensor(rng.normal(size=(B, OBS)))
     a, g = torch.tensor(rng.uniform(-1, 1, (B, ACT))), torch.tensor(rng.normal(size=(B, GOAL)))
-    r = torch.tensor(-(rng.random(B) < 0.6).astype(np.float64))
+    r = torch.tensor(np.where(rng.random(B) < 0.6, *rewards))
     return o, a, r, o2, g, torch.zeros(B, dtype=torch.float64)
 
 
-def target_value(o2, g, actor_t, critic_t, g_norm, r, d):
-    x2 = torch.cat([o2, g_norm.torch(g)], -1)
-    return her_ddpg.td_target(r, d, critic_t(x2, actor_t(x2)), GAMMA)
+def loss(o, a, r, o2, g, d, nets, alpha=0.2, rewards=FAIL_SUCCESS):
+    actor, critic, actor_t, critic_t, g_norm = nets
+    return reengage_critic_loss(o, a, r, o2, g, d, critic, actor_t, critic_t, g_norm, GAMMA, alpha, rewards)
 
 
-def grad_match_by_hand(o, a, r, o2, g, d, critic, actor_t, critic_t, g_norm, block_actor=False):
+def grad_match_by_hand(o, a, r, o2, g, d, nets, block_actor=False, rewards=FAIL_SUCCESS):
     """The gradient term from finite differences of Q and y in each goal coordinate (float64, central, h = 1e-6)."""
-    h, grads_q, grads_y = 1e-6, [], []
-    for i in range(GOAL):
-        e = torch.zeros(GOAL, dtype=torch.float64)
-        e[i] = h
-        q_at = lambda gg: critic(torch.cat([o, g_norm.torch(gg)], -1), a)
-        grads_q.append((q_at(g + e) - q_at(g - e)) / (2 * h))
-        if block_actor:  # the target actor sees the fixed goal; only Q''s goal input moves
-            x2 = lambda gg: torch.cat([o2, g_norm.torch(gg)], -1)
-            y_at = lambda gg: her_ddpg.td_target(r, d, critic_t(x2(gg), actor_t(x2(g))), GAMMA)
-        else:
-            y_at = lambda gg: target_value(o2, gg, actor_t, critic_t, g_norm, r, d)
-        grads_y.append((y_at(g + e) - y_at(g - e)) / (2 * h))
-    grad_q, grad_y = torch.stack(grads_q, -1), torch.stack(grads_y, -1)
-    mask = (r == -1).double().unsqueeze(-1)
+    _, critic, actor_t, critic_t, g_norm = nets
+    x = lambda obs, gg: torch.cat([obs, g_norm.torch(gg)], -1)  # noqa: E731
+    q_at = lambda gg: critic(x(o, gg), a)  # noqa: E731
+    if block_actor:  # the target actor sees the fixed goal; only Q''s goal input moves
+        y_at = lambda gg: her_ddpg.td_target(r, d, critic_t(x(o2, gg), actor_t(x(o2, g))), GAMMA, rewards)  # noqa
+    else:
+        y_at = lambda gg: her_ddpg.td_target(r, d, critic_t(x(o2, gg), actor_t(x(o2, gg))), GAMMA, rewards)  # noqa
+    h, steps = 1e-6, 1e-6 * torch.eye(GOAL, dtype=torch.float64)
+    grad_q = torch.stack([(q_at(g + e) - q_at(g - e)) / (2 * h) for e in steps], -1)
+    grad_y = torch.stack([(y_at(g + e) - y_at(g - e)) / (2 * h) for e in steps], -1)
+    mask = (r == rewards[0]).double().unsqueeze(-1)
     return (mask * (grad_q - grad_y) ** 2).mean()
 
 
 def test_grad_term_matches_finite_differences(nets):
-    actor, critic, actor_t, critic_t, g_norm = nets
     o, a, r, o2, g, d = batch()
     with torch.no_grad():
-        expected = grad_match_by_hand(o, a, r, o2, g, d, critic, actor_t, critic_t, g_norm)
-    _, grad_match, _ = critic_loss_fn(o, a, r, o2, g, d, critic, actor_t, critic_t, g_norm, GAMMA, alpha=0.2)
+        expected = grad_match_by_hand(o, a, r, o2, g, d, nets)
+    _, grad_match, _ = loss(o, a, r, o2, g, d, nets)
     assert expected > 0
-    torch.testing.assert_close(grad_match.detach(), expected, rtol=1e-5, atol=1e-9)
+    torch.testing.assert_close(grad_match, expected, rtol=1e-5, atol=1e-9)
 
 
 def test_target_gradient_includes_the_path_through_the_target_actor(nets):
-    actor, critic, actor_t, critic_t, g_norm = nets
     o, a, r, o2, g, d = batch(1)
     with torch.no_grad():
-        full = grad_match_by_hand(o, a, r, o2, g, d, critic, actor_t, critic_t, g_norm)
-        blocked = grad_match_by_hand(o, a, r, o2, g, d, critic, actor_t, critic_t, g_norm, block_actor=True)
-    _, grad_match, _ = critic_loss_fn(o, a, r, o2, g, d, critic, actor_t, critic_t, g_norm, GAMMA, alpha=0.2)
+        full = grad_match_by_hand(o, a, r, o2, g, d, nets)
+        blocked = grad_match_by_hand(o, a, r, o2, g, d, nets, block_actor=True)
+    _, grad_match, _ = loss(o, a, r, o2, g, d, nets)
     assert abs(full - blocked) > 1e-3 * full  # the actor path matters here ...
-    torch.testing.assert_close(grad_match.detach(), full, rtol=1e-5, atol=1e-9)  # ... and the code follows it
+    torch.testing.assert_close(grad_match, full, rtol=1e-5, atol=1e-9)  # ... and the code follows it
 
 
 def test_rows_with_reward_zero_contribute_nothing(nets):
-    actor, critic, actor_t, critic_t, g_norm = nets
     o, a, r, o2, g, d = batch(2)
-    _, base, _ = critic_loss_fn(o, a, r, o2, g, d, critic, actor_t, critic_t, g_norm, GAMMA, alpha=0.2)
+    _, base, _ = loss(o, a, r, o2, g, d, nets)
     success = r == 0
     assert success.any() and (~success).any()
     o_moved = o.clone()
     o_moved[success] += 3.0  # change every r = 0 row's state: their gradients change, the term must not
-    _, moved, _ = critic_loss_fn(o_moved, a, r, o2, g, d, critic, actor_t, critic_t, g_norm, GAMMA, alpha=0.2)
+    _, moved, _ = loss(o_moved, a, r, o2, g, d, nets)
     torch.testing.assert_close(moved, base)
-    r_all_zero = torch.zeros_like(r)
-    _, none, _ = critic_loss_fn(o, a, r_all_zero, o2, g, d, critic, actor_t, critic_t, g_norm, GAMMA, alpha=0.2)
+    _, none, _ = loss(o, a, torch.zeros_like(r), o2, g, d, nets)
     assert none.item() == 0.0
+
+
+def test_with_zero_one_rewards_the_term_applies_where_r_is_zero_and_the_clip_follows(nets):
+    """PointMaze's (0, 1): r_fail = 0, so the term masks on r = 0 and the target lies in [0, 1/(1 - gamma)]."""
+    o, a, r, o2, g, d = batch(3, rewards=ZERO_ONE)
+    with torch.no_grad():
+        expected = grad_match_by_hand(o, a, r, o2, g, d, nets, rewards=ZERO_ONE)
+    _, grad_match, _ = loss(o, a, r, o2, g, d, nets, rewards=ZERO_ONE)
+    assert expected > 0
+    torch.testing.assert_close(grad_match, expected, rtol=1e-5, atol=1e-9)
+    _, none, _ = loss(o, a, torch.ones_like(r), o2, g, d, nets, rewards=ZERO_ONE)  # every row a success
+    assert none.item() == 0.0
+    assert envs.sparse_rewards(envs.make("PointMaze_UMaze-v3")) == ZERO_ONE
 
 
 def test_alpha_zero_is_her_ddpg_critic_loss(nets):
     actor, critic, actor_t, critic_t, g_norm = nets
-    o, a, r, o2, g, d = batch(3)
-    loss, grad_match, q = critic_loss_fn(o, a, r, o2, g, d, critic, actor_t, critic_t, g_norm, GAMMA, alpha=0.0)
+    o, a, r, o2, g, d = batch(4)
+    value, grad_match, q = loss(o, a, r, o2, g, d, nets, alpha=0.0)
     x = torch.cat([o, torch.as_tensor(g_norm(g.numpy()), dtype=torch.float64)], -1)  # her_ddpg's numpy path
     x2 = torch.cat([o2, x[:, OBS:]], -1)
     with torch.no_grad():
         y = her_ddpg.td_target(r, d, critic_t(x2, actor_t(x2)), GAMMA)
-    torch.testing.assert_close(loss, (critic(x, a) - y).pow(2).mean())
+    torch.testing.assert_close(value, (critic(x, a) - y).pow(2).mean())
     assert grad_match.item() == 0.0
 
 
 def test_grad_term_trains_the_critic(nets):
     """The term reaches the critic's weights through the double backward (create_graph)."""
-    actor, critic, actor_t, critic_t, g_norm = nets
-    o, a, r, o2, g, d = batch(4)
-    _, grad_match, _ = critic_loss_fn(o, a, r, o2, g, d, critic, actor_t, critic_t, g_norm, GAMMA, alpha=0.2)
-    grads = torch.autograd.grad(grad_match, list(critic.parameters()), allow_unused=True)
+    o, a, r, o2, g, d = batch(5)
+    _, grad_match, _ = loss(o, a, r, o2, g, d, nets)
+    grads = torch.autograd.grad(grad_match, list(nets[1].parameters()), allow_unused=True)
     assert any(gr is not None and gr.abs().sum() > 0 for gr in grads)
 
 
-def test_sac_target_gradient_flows_through_the_sampled_action_and_the_entropy_term():
-    torch.manual_seed(0)
-    actor = GaussianActor(OBS, GOAL, ACT, 32, 2, 1.0).double()
-    critic, critic_t = TwinCritic(OBS, GOAL, ACT, 32, 2, 1.0).double(), TwinCritic(OBS, GOAL, ACT, 32, 2, 1.0).double()
-    g_norm = Normalizer(GOAL)
-    o, a, r, o2, g, d = batch(5)
-
-    def y_at(gg, ent_coef):
-        torch.manual_seed(1)  # the same reparameterisation noise at every evaluation
-        x2 = torch.cat([o2, g_norm.torch(gg)], -1)
-        a2, log_prob = actor.sample(x2)
-        return r + GAMMA * (1 - d) * (critic_t(x2, a2).min(0).values - ent_coef * log_prob)
-
-    def by_hand(ent_coef, h=1e-6):
-        mask, total = (r == -1).double().unsqueeze(-1), 0.0
-        grad_y = torch.stack([(y_at(g + h * e, ent_coef) - y_at(g - h * e, ent_coef)) / (2 * h)
-                              for e in torch.eye(GOAL, dtype=torch.float64)], -1)
-        for q_net in (critic.q1, critic.q2):
-            q_at = lambda gg: q_net(torch.cat([o, g_norm.torch(gg)], -1), a)  # noqa: E731
-            grad_q = torch.stack([(q_at(g + h * e) - q_at(g - h * e)) / (2 * h)
-                                  for e in torch.eye(GOAL, dtype=torch.float64)], -1)
-            total += 0.5 * (mask * (grad_q - grad_y) ** 2).mean()
-        return total
-
-    results = {}
-    for ent_coef in (0.0, 0.5):
-        with torch.no_grad():
-            expected = by_hand(ent_coef)
-        torch.manual_seed(1)
-        _, grad_match, _ = sac_critic_loss_fn(o, a, r, o2, g, d, critic, critic_t, actor, ent_coef, g_norm, GAMMA, 0.2)
-        torch.testing.assert_close(grad_match, expected, rtol=1e-5, atol=1e-9)
-        results[ent_coef] = grad_match
-    assert abs(results[0.5] - results[0.0]) > 1e-3 * results[0.0]  # the entropy term's gradient counts
+def test_the_env_picks_the_regime_and_the_regime_fills_the_unset_flags():
+    seek = fill_defaults(Args(env="ContinuousSeek:d=20"))
+    assert (seek.regime, seek.alpha, seek.gamma, seek.hidden_dims, seek.random_episodes) == ("seek", 0.2, 0.95,
+                                                                                             [256, 256], 100)
+    assert (seek.normalize, seek.clip_range, seek.total_timesteps, seek.eval_interval) == (False, np.inf, 20_000, 2_000)
+    base = fill_defaults(Args(env="HandReach"))
+    assert (base.regime, base.alpha, base.gamma, base.hidden_dims, base.random_episodes) == ("baselines", 2e-5, None,
+                                                                                             [256] * 3, 0)
+    assert (base.normalize, base.clip_range, base.noise_eps, base.random_eps, base.action_l2) == (True, 5.0, 0.2, 0.3,
+                                                                                                  1.0)
+    forced = fill_defaults(Args(env="FetchReach", regime="seek", noise_eps=0.1))  # the recipe, not the env's budget
+    assert (forced.alpha, forced.noise_eps, forced.total_timesteps, forced.n_batches) == (0.2, 0.1, 5_000, 10)
 
 
 # -- the script ----------------------------------------------------------------------------------------------------
 
-def test_smoke_both_regimes_save_and_reload(run, tmp_path):
-    train_save_and_reload(run, tmp_path, ["reengage.py", "seek"], "ContinuousSeek:d=3", "--total-timesteps", "300",
-                          "--n-cycles", "10", "--learning-starts", "100", "--batch-size", "32", "--hidden-dim", "32",
-                          "--n-test-rollouts", "5", n_test=4)
-    out = run("reengage.py", "baselines", "--env", "FetchReach", "--total-timesteps", "100", "--n-cycles", "1",
-              "--n-batches", "2", "--n-test-rollouts", "2", "--hidden-dim", "16", "--batch-size", "16")
-    assert out.returncode == 0, out.stderr
-    out = run("reengage.py", "baselines", "--env", "HandReach", "--sac", "--total-timesteps", "100", "--n-cycles", "1",
-              "--n-batches", "2", "--n-test-rollouts", "2", "--hidden-dim", "16", "--batch-size", "16", "--save-model")
-    assert out.returncode == 0, out.stderr
-    ckpt = [c for c in glob.glob(str(tmp_path / "runs" / "HandReach*" / "reengage.pt"))][0]
-    out = run("reengage.py", "baselines", "--eval-checkpoint", ckpt, "--n-test-rollouts", "2")
-    assert out.returncode == 0 and "success rate" in out.stdout, out.stderr
+SEEK_TINY = ["--env", "ContinuousSeek:d=3", "--total-timesteps", "300", "--eval-interval", "100", "--random-episodes",
+             "10", "--batch-size", "32", "--hidden-dims", "32", "--n-test-rollouts", "5"]
 
 
-def test_bad_input_gets_a_one_line_error(run):
-    assert_one_line_error(run("reengage.py", "baselines", "--env", "BitFlip"), "continuous Box")
+def test_help_says_which_values_run(run):
+    out = run("reengage.py", "--help")
+    assert out.returncode == 0
+    text = " ".join(out.stdout.split()).replace("│ ", "")
+    assert "unset: 0.2 in the seek regime, 2e-5 otherwise" in text and "unset: seek on ContinuousSeek" in text
+
+
+def test_a_tiny_run_prints_header_evaluations_and_summary_and_its_checkpoint_reloads(run, tmp_path):
+    stdout, _ = train_save_and_reload(run, tmp_path, ["reengage.py"], "ContinuousSeek:d=3", *SEEK_TINY[2:], n_test=4)
+    lines = stdout.splitlines()
+    assert re.match(r"reengage \| ContinuousSeek-v0 \| 300 env steps \| seed 1 \| run runs/\S+ \| tensorboard",
+                    lines[0])
+    assert len(eval_lines(stdout)) == 3
+    summary = r"reengage done \| success \d\.\d\d \| 300 env steps \| 210 gradient steps \| \d+ s \| checkpoint runs/"
+    assert re.match(summary, lines[-1])
+
+
+def test_a_budget_below_the_warm_up_still_ends_with_an_evaluation_and_the_summary(run):
+    out = run("reengage.py", "--env", "ContinuousSeek:d=3", "--total-timesteps", "50", "--hidden-dims", "16",
+              "--n-test-rollouts", "2")  # the seek regime's warm-up is 100 episodes = 1,000 steps
+    assert out.returncode == 0, out.stderr
+    assert eval_lines(out.stdout) == ["step       50/50 | success 0.00 | return  -10.00 "]
+    assert "reengage done | success 0.00 | 50 env steps | 0 gradient steps" in out.stdout
+
+
+def test_alpha_zero_in_the_baselines_regime_trains_exactly_her_ddpg(run, tmp_path):
+    """Same seed, same recipe: the alpha = 0 arm reproduces her_ddpg.py evaluation for evaluation, weight for weight."""
+    args = ["--env", "FetchReach", "--total-timesteps", "200", "--eval-interval", "100", "--n-batches", "5",
+            "--hidden-dims", "32", "--batch-size", "32", "--n-test-rollouts", "2", "--save-model"]
+    her, ours = run("her_ddpg.py", *args), run("reengage.py", *args, "--alpha", "0")
+    assert eval_lines(her.stdout) == eval_lines(ours.stdout) and len(eval_lines(ours.stdout)) == 2, ours.stderr
+    [a], [b] = (glob.glob(str(tmp_path / "runs" / f"*{s}*" / f"{s}.pt")) for s in ("her_ddpg", "reengage"))
+    a, b = torch.load(a, weights_only=True)["actor"], torch.load(b, weights_only=True)["actor"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("args,message", [(["--env", "BitFlip"], "continuous Box action space"),
+                                          (["--env", "FetchReachDense-v4"], "dense or unknown reward"),
+                                          (["--eval-checkpoint", "missing.pt"], "no checkpoint")])
+def test_bad_input_gets_a_one_line_error(run, args, message):
+    assert_one_line_error(run("reengage.py", *args), message)
+
+
+class WritesAMarker:
+    """Unpickled by plain pickle, this opens (creates) the marker file: code a checkpoint must never run."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def test_a_garbage_or_malicious_checkpoint_is_refused_in_one_line_and_runs_nothing(run, tmp_path):
+    marker = str(tmp_path / "pwned")
+    evil, garbage, other = tmp_path / "evil.pt", tmp_path / "garbage.pt", tmp_path / "other.pt"
+    torch.save({"algo": "reengage", "actor": WritesAMarker(marker)}, evil)
+    torch.load(evil, weights_only=False)  # the file is armed: a plain load runs the code
+    assert os.path.exists(marker)
+    os.remove(marker)
+    garbage.write_text("not a checkpoint\n")
+    torch.save({"algo": "reengage_sac", "actor": {}}, other)  # the SAC variant's checkpoint is not this file's
+    for path in (evil, garbage, other):
+        out = run("reengage.py", "--eval-checkpoint", str(path))
+        assert_one_line_error(out, f"{path} is not a reengage.py checkpoint")
+    assert not os.path.exists(marker)
 
 
 def test_learns_continuous_seek(run):
     """d = 3, 4000 env steps (3500 updates at batch 128), the seek regime: ReenGAGE reached 0.90 success here with
-    seed 1 (1.00 with seed 2); an untrained or broken agent stays near 0 (random actions succeed on < 1% of goals)."""
-    out = run("reengage.py", "seek", "--env", "ContinuousSeek:d=3", "--alpha", "0.2", "--total-timesteps", "4000",
-              "--n-cycles", "100", "--batch-size", "128", "--hidden-dim", "64", "--learning-starts", "500")
+    seed 1; an untrained or broken agent stays near 0 (random actions succeed on < 1% of goals)."""
+    out = run("reengage.py", "--env", "ContinuousSeek:d=3", "--total-timesteps", "4000", "--eval-interval", "1000",
+              "--batch-size", "128", "--hidden-dims", "64", "64", "--random-episodes", "50", timeout=900)
     assert out.returncode == 0, out.stderr
     assert final_success(out.stdout) >= 0.6, out.stdout
+
+
+@pytest.mark.slow
+def test_default_fetch_reach_demo_is_solved(run):
+    out = run("reengage.py", "--env", "FetchReach", timeout=900)
+    assert out.returncode == 0, out.stderr
+    assert "step     5000" in out.stdout and final_success(out.stdout) >= 0.9, out.stdout

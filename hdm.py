@@ -44,6 +44,7 @@ import random
 import signal
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import List, Literal, NamedTuple, Optional
 
@@ -412,7 +413,9 @@ def load_checkpoint(path):
     if not os.path.isfile(path):
         raise envs.EnvError(f"no checkpoint at {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)  # refuses pickled code
+        with warnings.catch_warnings():  # torch warns at length about a non-zip pickle before refusing it
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)  # refuses pickled code
     except Exception as e:
         raise envs.EnvError(f"{path} is not a {ALGO}.py checkpoint ({type(e).__name__})") from None
     if not isinstance(ckpt, dict) or ckpt.get("algo") != ALGO:

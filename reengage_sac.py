@@ -1,8 +1,7 @@
 # SPDX-License-Identifier: MIT -- docs: docs/reengage.md
-"""ReenGAGE on SAC (Levine & Feizi, AAAI 2023, appendix "ReenGAGE with SAC"): reengage.py with SAC's squashed
-Gaussian actor and twin critics. The term is Eq. (9) again; SAC's target uses the current actor's next action and an
-entropy bonus, both goal-dependent, so the target's goal-gradient flows through them too. Regimes as reengage.py;
-deviations from the paper and from SB3's SAC: docs/reengage.md.
+"""ReenGAGE on SAC (Levine & Feizi, AAAI 2023, appendix "ReenGAGE with SAC"): reengage.py with SAC's actor and twin
+critics. The term is Eq. (9) again; SAC's target uses the current actor's next action and an entropy bonus, both
+goal-dependent, so the target's goal-gradient flows through them too. Regimes as reengage.py; deviations: docs page.
 
 Equations implemented (each marked in the code); relabelling and rewards as her_ddpg.py:
   target:        y = r + gamma (1 - d) (min_j Q'_j(s', a~, g') - ent_coef log pi(a~ | s', g')), not clipped,
@@ -21,8 +20,9 @@ import signal
 import sys
 import time
 import warnings
+from collections import namedtuple
 from dataclasses import asdict, dataclass
-from typing import List, Literal, NamedTuple, Optional
+from typing import List, Literal, Optional
 
 import gymnasium as gym
 import numpy as np
@@ -196,20 +196,18 @@ class TwinCritic(nn.Module):
 
     def __init__(self, obs_dim, goal_dim, act_dim, hidden_dims, max_u):
         super().__init__()
-        self.q1, self.q2 = (mlp(obs_dim + goal_dim + act_dim, 1, hidden_dims) for _ in range(2))
-        self.max_u = max_u
+        self.q1, self.q2, self.max_u = *(mlp(obs_dim + goal_dim + act_dim, 1, hidden_dims) for _ in range(2)), max_u
 
     def forward(self, x, a):
         xa = [torch.cat([x_j, a / self.max_u], -1) for x_j in x.expand(2, *x.shape[-2:])]
         return torch.stack([self.q1(xa[0]), self.q2(xa[1])]).squeeze(-1)
 
 
-Batch = NamedTuple("Batch", [(k, np.ndarray) for k in ("obs", "actions", "rewards", "next_obs", "g", "dones")])
+Batch = namedtuple("Batch", "obs actions rewards next_obs g dones")  # a relabelled sample, arrays [B, dim]
 
 
 class EpisodeBuffer:
-    """Whole episodes as arrays obs[E, T+1], ag[E, T+1], g[E, T], actions[E, T]; sample() does the relabeling.
-    Episodes that end early (tasks that terminate on success) keep their length in ep_len; steps past it are unused."""
+    """Whole episodes as arrays obs, ag [E, T+1], g, actions [E, T]; sample() relabels. Early ends: ep_len [E]."""
 
     def __init__(self, capacity, T, obs_dim, goal_dim, act_dim, env, strategy, replay_k, rng):
         self.E, self.T, self.env, self.strategy, self.rng = max(capacity // T, 1), T, env, strategy, rng
@@ -303,15 +301,14 @@ def soft_update(net, target, polyak):
 
 
 # one episode per env: obs, ag [n, T+1, dim]; g, actions [n, T, dim]; ep_len, success (at the final step), ret [n]
-Episodes = NamedTuple("Episodes", [(k, np.ndarray) for k in ("obs", "ag", "g", "actions", "ep_len", "success", "ret")])
+Episodes = namedtuple("Episodes", "obs ag g actions ep_len success ret")
 
 
 def rollout(vec_env, actor, o_norm, g_norm, T, device, args, rng, max_u, *, explore, warmup=False):
     """One episode in each env (reset together, stepped in lockstep); explore samples and adds noise."""
     n = vec_env.num_envs
     ob, _ = vec_env.reset()
-    obs = np.zeros((n, T + 1, ob["observation"].shape[-1]), np.float32)
-    ag = np.zeros((n, T + 1, ob["achieved_goal"].shape[-1]), np.float32)
+    obs, ag = (np.zeros((n, T + 1, ob[k].shape[-1]), np.float32) for k in ("observation", "achieved_goal"))
     g = np.zeros((n, T, ob["desired_goal"].shape[-1]), np.float32)
     actions = np.zeros((n, T, vec_env.single_action_space.shape[0]), np.float32)
     ep_len, success, ret, running = np.full(n, T), np.zeros(n), np.zeros(n), np.ones(n, bool)
@@ -364,8 +361,7 @@ def check_env(env, args):
         raise envs.EnvError(f"{args.env} has {space} actions; SAC needs a continuous Box action space")
     if not (np.all(space.high == space.high[0]) and np.all(space.low == -space.high)):
         raise envs.EnvError(f"{args.env}: SAC here needs a symmetric action box [-max_u, max_u]^n, got {space}")
-    ob_space = env.observation_space
-    if ob_space["achieved_goal"].shape != ob_space["desired_goal"].shape:
+    if env.observation_space["achieved_goal"].shape != env.observation_space["desired_goal"].shape:
         raise envs.EnvError(f"{args.env}: achieved and desired goals differ in shape, so they cannot be relabelled")
     for name in ("total_timesteps", "num_envs", "eval_interval", "n_batches", "batch_size", "buffer_size",
                  "n_test_rollouts"):
@@ -426,19 +422,32 @@ def record_gif(args, actor, o_norm, g_norm, path, seed):
     import imageio  # installed with gymnasium-robotics
     try:
         env = make_env(args, render_mode="rgb_array")
-        (ob, _), done = env.reset(seed=seed), False
-        frames = [env.render()]
+        ob, _ = env.reset(seed=seed)
+        frames, done = [env.render()], False
+        while not done:
+            x = np.concatenate([o_norm(ob["observation"]), g_norm(ob["desired_goal"])])
+            with torch.no_grad():
+                ob, _, terminated, truncated, _ = env.step(actor(torch.as_tensor(x)).numpy())
+            frames.append(env.render())
+            done = terminated or truncated
     except Exception as e:  # an env without rgb_array rendering, or no OpenGL on this machine
-        print(f"no video: {args.env} cannot render here ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
-        return
-    while not done:
-        x = np.concatenate([o_norm(ob["observation"]), g_norm(ob["desired_goal"])])
-        with torch.no_grad():
-            ob, _, terminated, truncated, _ = env.step(actor(torch.as_tensor(x)).numpy())
-        frames.append(env.render())
-        done = terminated or truncated
+        return print(f"no video: {args.env} cannot render here ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
     imageio.mimsave(path, frames, duration=40)
     print(f"video: {path}")
+
+
+def log_evaluation(writer, global_step, args, sr, eval_ret, losses, grad_steps, episodes, o_norm, g_norm, start_time):
+    """TensorBoard scalars and the console line of one evaluation."""
+    elapsed = time.time() - start_time
+    scalars = {**{f"losses/{k}": v for k, v in losses.items()}, "eval/success_rate": sr,
+               "eval/episodic_return": eval_ret, "charts/SPS": int(global_step / elapsed),
+               "charts/gradient_steps": grad_steps, "charts/episodes": episodes,
+               "stats/o_mean": float(o_norm.mean.mean()), "stats/g_mean": float(g_norm.mean.mean())}
+    for tag, value in scalars.items():
+        writer.add_scalar(tag, value, global_step)
+    left = elapsed / global_step * max(args.total_timesteps - global_step, 0)
+    print(f"step {global_step:>8}/{args.total_timesteps} | success {sr:.2f} | return {eval_ret:7.2f} | "
+          f"SPS {int(global_step / elapsed):>5} | {elapsed:5.0f}s elapsed, ~{left:.0f}s left", flush=True)
 
 
 def main(args):
@@ -476,12 +485,11 @@ def main(args):
                            args.replay_k, rng)
 
     run_dir = f"runs/{args.env.replace(':', '_')}__{ALGO}__{args.seed}__{int(time.time())}"
-    ckpt_path = f"{run_dir}/{ALGO}.pt"
-    writer = SummaryWriter(run_dir)
+    ckpt_path, writer = f"{run_dir}/{ALGO}.pt", SummaryWriter(run_dir)
     table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
     writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
     print(f"{ALGO} | {env.spec.id} | {args.total_timesteps:,} env steps | seed {args.seed} | run {run_dir} | "
-          f"tensorboard --logdir runs", flush=True)
+          "tensorboard --logdir runs", flush=True)
 
     global_step, grad_steps, next_eval, start_time, sr, losses = 0, 0, args.eval_interval, time.time(), 0.0, {}
     try:
@@ -514,16 +522,8 @@ def main(args):
 
             # every eval_interval env steps and at the end: log, evaluate the deterministic policy, checkpoint
             sr, eval_ret = evaluate(vec_env, actor, o_norm, g_norm, T, device, args.n_test_rollouts, args, rng, max_u)
-            elapsed = time.time() - start_time
-            sps = int(global_step / elapsed)
-            for tag, value in {**{f"losses/{k}": v for k, v in losses.items()}, "eval/success_rate": sr,
-                               "eval/episodic_return": eval_ret, "charts/SPS": sps, "charts/gradient_steps": grad_steps,
-                               "charts/episodes": buffer.size, "stats/o_mean": float(o_norm.mean.mean()),
-                               "stats/g_mean": float(g_norm.mean.mean())}.items():
-                writer.add_scalar(tag, value, global_step)
-            left = elapsed / global_step * max(args.total_timesteps - global_step, 0)
-            print(f"step {global_step:>8}/{args.total_timesteps} | success {sr:.2f} | return {eval_ret:7.2f} | "
-                  f"SPS {sps:>5} | {elapsed:5.0f}s elapsed, ~{left:.0f}s left", flush=True)
+            log_evaluation(writer, global_step, args, sr, eval_ret, losses, grad_steps, buffer.size, o_norm, g_norm,
+                           start_time)
             if args.save_model:
                 save_checkpoint(ckpt_path, actor, o_norm, g_norm, args)
     except KeyboardInterrupt:

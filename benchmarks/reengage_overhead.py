@@ -18,9 +18,9 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETTINGS = {  # name: (script, arguments, env steps, alpha)
-    "ContinuousSeek d=20 (seek, alpha 0.2)": ("reengage.py", ["seek", "--env", "ContinuousSeek:d=20",
+    "ContinuousSeek d=20 (seek, alpha 0.2)": ("reengage.py", ["--env", "ContinuousSeek:d=20",
                                                               "--n-test-rollouts", "10"], 3000, "0.2"),
-    "HandReach (baselines, alpha 2e-5)": ("reengage.py", ["baselines", "--env", "HandReach", "--n-test-rollouts",
+    "HandReach (baselines, alpha 2e-5)": ("reengage.py", ["--env", "HandReach", "--n-test-rollouts",
                                                           "2"], 1000, "2e-5"),
     "DriveSeek (multi_reengage, alpha 20)": ("multi_reengage.py", ["--env", "DriveSeek", "--eval-interval", "3000",
                                                                    "--n-test-rollouts", "10"], 3000, "20"),

@@ -261,10 +261,13 @@ def test_a_2k_step_run_learns_6_bits_and_prints_header_evaluations_summary_and_c
 
 
 def test_a_budget_below_one_batch_still_evaluates_and_summarises(run):
-    out = run("htrpo.py", "--env", "FourRoomMaze", "--algo", "trpo", "--no-weighted-is", "--total-timesteps", "1", *TINY)
+    """Batches are whole episodes: a 1-step budget collects one batch, then evaluates (also trpo, raw IS ratios)."""
+    out = run("htrpo.py", "--env", "FourRoomMaze", "--algo", "trpo", "--no-weighted-is", "--total-timesteps", "1",
+              *TINY)
     lines = out.stdout.strip().splitlines()
     assert out.returncode == 0 and len(lines) == 3, out.stdout + out.stderr
-    assert re.fullmatch(HEADER.format(env="Maze-v0", steps=1), lines[0]) and re.fullmatch(STEP.format(steps=1), lines[1])
+    assert re.fullmatch(HEADER.format(env="Maze-v0", steps=1), lines[0]), lines[0]
+    assert re.fullmatch(STEP.format(steps=1), lines[1]), lines[1]
     assert re.fullmatch(SUMMARY, lines[2]), lines[2]
 
 

@@ -1,4 +1,4 @@
-"""Grid mazes with 4 moves, from the HPG/HTRPO code (../shared/specs/official_code.md §3.3, htrpo.md §5.5).
+"""Grid mazes with 4 moves, from the HPG/HTRPO code (paulorauber/hpg and the HTRPO authors' code).
 
 The agent moves up/down/left/right on a grid; moves into walls or off the grid are ignored; with probability `slip`
 a uniformly random move is taken instead. Reward -1 until the goal cell, then 0, which ends the episode; 32 steps.

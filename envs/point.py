@@ -1,10 +1,10 @@
 """Continuous point tasks: MHER's Point2D rooms, HDM's FourRooms point mass and hEM's K-dim navigation.
 
-Point2D / Point2DFourRoom (../shared/specs/mher.md §3.1-3.2): p in [-B, B]^2, p <- p + clip(a, -1, 1), walls
+Point2D / Point2DFourRoom (MHER paper, Sec. 5): p in [-B, B]^2, p <- p + clip(a, -1, 1), walls
 resolved as the multiworld code does, reward -1[|p - g| > 1], 100 steps, never ends early. B = 5 (the paper).
-FourRooms (hdm.md §6.1): a numpy rebuild of GCSL's MuJoCo point mass, p <- clip(p + 0.05 a, +-0.55) then pushed
+FourRooms (HDM paper, Sec. 6; GCSL's env): a numpy rebuild of GCSL's MuJoCo point mass, p <- clip(p + 0.05 a, +-0.55) then pushed
 out of the capsule walls, success |p - g| < 0.08 at step 50.
-Navigation(K) (hem.md §3.2): s in [-1, 1]^K, s <- clip(s + 0.2 clip(u), -1, 1), success |s - g| < 0.1 ends it.
+Navigation(K) (hEM paper, Sec. 5): s in [-1, 1]^K, s <- clip(s + 0.2 clip(u), -1, 1), success |s - g| < 0.1 ends it.
 """
 
 import math

@@ -1,4 +1,4 @@
-"""Goal-conditioned Reacher (MHER's ReacherGoalWrapper, ../shared/specs/mher.md §3.5) on Gymnasium's Reacher-v5.
+"""Goal-conditioned Reacher (MHER's ReacherGoalWrapper in the authors' code) on Gymnasium's Reacher-v5.
 
 Reacher-v5's last two observation entries are fingertip - target (x, y); adding the target turns them into the
 absolute fingertip position, which is the achieved goal. The target (drawn by Reacher: U(-0.2, 0.2)^2 with

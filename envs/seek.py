@@ -1,4 +1,4 @@
-"""The ReenGAGE toy tasks (Levine & Feizi 2023), rebuilt from ../shared/specs/reengage.md §3.1-3.3.
+"""The ReenGAGE toy tasks (Levine & Feizi 2023), rebuilt from the paper (Sec. 6 and appendix) and alevine0/ReenGAGE (continuous_seek.py, drive_seek.py, noisy_seek.py).
 
 ContinuousSeek(d): one goal in [-5, 5]^d, L-inf tolerance 0.1, 10 steps, reward -1/0, success = ever reached.
 DriveSeek / NoisySeek: up to 200 goal cells at once, given as 200 (gate, x, y) slots; reward 1 on any active goal

@@ -2,7 +2,7 @@
 
 State and goal are n bits; action i flips bit i; reward -1 until s == g, then 0; n steps; the episode ends on
 success (terminate_on_success, the hEM and HTRPO setting). `start="random"` draws s0 uniformly with g != s0 (HER, hEM,
-hem.md §3.2); `start="zeros"` starts from all zeros with a uniform goal (HTRPO, the HTRPO paper, Sec. 5).
+the hEM paper, Sec. 5); `start="zeros"` starts from all zeros with a uniform goal (HTRPO, the HTRPO paper, Sec. 5).
 """
 
 import numpy as np

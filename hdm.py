@@ -2,13 +2,10 @@
 """HDM: Hindsight Divergence Minimization (Zhang & Stadie, "Understanding Hindsight Goal Relabeling Requires
 Rethinking Divergence Minimization", 2022), with the paper's Table 1 baselines as --algo.
 
-Idea: goal-conditioned Q-learning and hindsight behaviour cloning both minimise a divergence between the policy's
-state-action distribution and the hindsight ("expert") data. Worked out from first principles (Sec. 4.3), the
-Q-learning half gives HER's reward: 0 when the relabelled goal is the very next state, -1 otherwise. The
-behaviour-cloning half is only sound where the cloned action actually helps, and the Q-function can tell (Sec. 4.4):
-imitate a_t only when Q says it moves the agent at least -ln gamma_hdm steps closer,
-Q(s, a, g) - max_a' Q(s', a', g) < ln gamma_hdm. One network is both the Q-function and the Boltzmann policy
-pi = softmax(Q), so actions are discrete (Box envs are discretised, 3 bins per dimension).
+Idea: goal-conditioned Q-learning and hindsight behaviour cloning both minimise a divergence to the hindsight data.
+The Q-learning half gives HER's reward: 0 when the relabelled goal is the very next state, else -1 (Sec. 4.3). The
+cloning half is sound only where Q says the action moves the agent at least -ln gamma_hdm steps closer (Sec. 4.4).
+One network is the Q-function and the Boltzmann policy softmax(Q), so actions are discrete (Box: 3 bins per dim).
 
 Equations implemented (Alg. 1 in the reward form the authors' code runs, duruoli/hdm2, hdm/learn/core.py):
   relabel:    g = ag_{t+1+k}, k ~ U{0..L-t-1}, k = 0 with probability next_state_p; relabelled with probability
@@ -19,22 +16,20 @@ Equations implemented (Alg. 1 in the reward form the authors' code runs, duruoli
   BC:         L_bc = -mean_batch w log softmax(Q(s, ., g))[a]                                       (Eq. 32)
   loss:       L_td + beta L_bc; Adam; every target_interval (10) gradient steps Q' <- 0.995 Q' + 0.005 Q
 --algo picks a row of Table 1 (same network, sampler and schedule):
-  gcsl      only -mean log softmax(Q(s, ., g_bc))[a], g_bc = ag_{t+1+k} for every row (Eq. 12); no TD, no target;
-            acts by sampling softmax(Q)
+  gcsl      only -mean log softmax(Q(s, ., g_bc))[a], g_bc = ag_{t+1+k} for every row (Eq. 12); no TD, no target
   her01     L_td with r = 1 on next-state goals, 0 otherwise (target clipped to [0, 1/(1 - gamma)])
   her_sql   L_td with the soft backup y = r + gamma tau (logsumexp(Q'(s', .)/tau) - ln |A|), tau = 0.2
   her       L_td with r = (-1, 0);  her_hbc  L_td + beta L_bc with w = 1 on every row;  hdm  the gated loss above
-Rewards: always the method's own convention (above); --reward threshold takes success from the env's compute_reward
-(-1/0 or 0/1, dense refused) instead of the next-state test. Evaluation: info["is_success"] at the final step.
-Deviations from the paper (reasons in docs/hdm.md): 2 x 256 hidden units and lr 1e-3 by default (Table 2: 400-300,
-5e-4), 20 random episodes before training (Table 2: 200), and the TD target clipped on every env (the authors' code
-leaves Four Rooms unclipped: --no-clip-target).
+Collection: argmax plus random_eps uniform actions for every --algo, as the authors' loop (duruoli/hdm2,
+hdm/algo/core.py); --collect softmax samples softmax(Q). Rewards: the method's own convention; --reward threshold
+takes success from the env's sparse compute_reward, y = r where that ends the task. Evaluation: final is_success.
+Deviations (reasons in docs/hdm.md): 2 x 256 units, lr 1e-3, 20 random episodes (Table 2: 400-300, 5e-4, 200);
+the TD target clipped on every env (the authors' code leaves Four Rooms unclipped: --no-clip-target).
 
 Usage:
   python hdm.py --env FetchReach                                   # the demo: 27 discrete actions, 6k env steps
-  # Table 1's Four Rooms column with the paper's network and warm-up (--algo her | gcsl for the baselines):
-  python hdm.py --env FourRooms --next-state-p 0.2 --total-timesteps 200000 \
-      --hidden-dims 400 300 --lr 5e-4 --random-episodes 200
+  python hdm.py --env FourRooms --next-state-p 0.2 --total-timesteps 200000 --hidden-dims 400 300 --lr 5e-4 \
+      --random-episodes 200                                        # Table 1, Four Rooms (--algo her | gcsl ...)
   python hdm.py --eval-checkpoint runs/<run>/hdm.pt --n-test-rollouts 100
 """
 
@@ -68,14 +63,13 @@ class Args:
     algo: Literal["hdm", "her", "her01", "her_sql", "her_hbc", "gcsl"] = "hdm"
     """the method: HDM or a Table 1 baseline (see the docstring)"""
     seed: int = 1
-    """seed of random, numpy, torch and the envs"""
+    """seed of random, numpy, torch and the envs (the agent's and the envs' streams are spawned from it apart)"""
     total_timesteps: int = 6_000
     """env steps, all envs and the random warm-up episodes counted"""
     num_envs: int = 1
     """parallel envs; one cycle collects one episode from each, then as many gradient steps as env steps (UTD 1)"""
     eval_interval: int = 1_000
-    """env steps between evaluations, none during the warm-up (paper: 2000, one epoch of 40 episodes); one more ends
-    the run"""
+    """env steps between evaluations (paper: 2000, one epoch), none in the warm-up; one more ends the run"""
     n_test_rollouts: int = 20
     """greedy evaluation episodes per evaluation (paper: 50)"""
     batch_size: int = 256
@@ -85,8 +79,7 @@ class Args:
     future_p: float = 0.85
     """hindsight relabelling ratio: the fraction of goals replaced by achieved ones"""
     next_state_p: float = 0.5
-    """next-state relabelling ratio: the probability that a relabelled goal is the very next state (k = 0); paper: 0.2
-    Four Rooms, 0.5 Lunar Lander, 0.6 the Sawyer tasks"""
+    """probability that a relabelled goal is the next state, k = 0 (paper: 0.2 Four Rooms, 0.5 Lunar, 0.6 Sawyer)"""
     gamma: float = 0.98
     """discount"""
     polyak: float = 0.995
@@ -96,7 +89,9 @@ class Args:
     lr: float = 1e-3
     """Adam learning rate (paper: 5e-4)"""
     random_eps: float = 0.1
-    """probability of a uniformly random action while collecting, epsilon-greedy (gcsl samples softmax(Q) instead)"""
+    """probability of a uniformly random action while collecting, for every --algo"""
+    collect: Literal["greedy", "softmax"] = "greedy"
+    """collecting acts by argmax Q, or samples softmax(Q) (authors' code without --greedy_action); random_eps on top"""
     random_episodes: int = 20
     """episodes of uniformly random actions before training, counted in the budget (paper: 200)"""
     hidden_dims: List[int] = field(default_factory=lambda: [256, 256])
@@ -104,18 +99,15 @@ class Args:
     bins: int = 3
     """discretisation of each Box action dimension ({-1, 0, 1} for 3 bins)"""
     head: Literal["auto", "joint", "factorised"] = "auto"
-    """Q over the joint discretised actions, or one head per action dimension with Q = sum_i Q_i; auto: factorised
-    only when the joint action set exceeds 100"""
+    """Q over the joint discretised actions, or one head per dimension, Q = sum_i Q_i; auto: factorised above 100"""
     reward: Literal["next_state", "threshold"] = "next_state"
-    """training reward: the paper's self-supervised one (success iff the goal is the next state, by index) or the
-    env's success test (its compute_reward; the env must have a sparse reward)"""
+    """training reward: success iff the goal is the next state, by index (the paper's), or the env's sparse test"""
     gamma_hdm: float = 0.85
     """the gate's threshold: imitate when Q(s, a, g) - max Q(s', ., g) < ln gamma_hdm (paper: 0.85 Four Rooms)"""
     beta: float = 1.0
     """weight of the behaviour-cloning term"""
     clip_target: bool = True
-    """clip the TD target to the return's range (<= 0; her01: [0, 1/(1 - gamma)]); the authors' code clips on every
-    env but Four Rooms"""
+    """clip the TD target to the return's range (<= 0; her01: [0, 1/(1 - gamma)]); authors: all envs but Four Rooms"""
     sql_tau: float = 0.2
     """her_sql: temperature of the soft backup"""
     save_model: bool = False
@@ -143,7 +135,7 @@ class Batch(NamedTuple):
     rewards: np.ndarray  # in the method's convention, algo_rewards(args.algo)
     next_obs: np.ndarray
     g: np.ndarray
-    dones: np.ndarray  # always 0: no terminal states, the target bootstraps through the goal (authors' code)
+    dones: np.ndarray  # 1 only on --reward threshold successes of tasks that end there; else the target bootstraps
     g_bc: np.ndarray  # GCSL's goal ag_{t+1+k}, relabelled on every row
 
 
@@ -188,11 +180,12 @@ class EpisodeBuffer:
 
     Episodes that end early (tasks that terminate on success) keep their length in ep_len; steps past it are unused.
     reached(ag_next, g) -> bool array is --reward threshold's success test; None: the next-state test, by index.
+    terminal: the env ends episodes on success, so threshold successes are terminal (d = 1).
     """
 
     def __init__(self, capacity, T, obs_dim, goal_dim, act_dims, rng, future_p=0.85, next_state_p=0.5,
-                 rewards=(-1.0, 0.0), reached=None):
-        self.E, self.T, self.rng = max(capacity // T, 1), T, rng
+                 rewards=(-1.0, 0.0), reached=None, terminal=False):
+        self.E, self.T, self.rng, self.terminal = max(capacity // T, 1), T, rng, terminal
         self.future_p, self.next_state_p, self.rewards, self.reached = future_p, next_state_p, rewards, reached
         self.obs = np.zeros((self.E, T + 1, obs_dim), np.float32)
         self.ag = np.zeros((self.E, T + 1, goal_dim), np.float32)
@@ -218,24 +211,25 @@ class EpisodeBuffer:
         g_bc = self.ag[e, t + 1 + k]
         g = np.where(relabel[:, None], g_bc, self.g[e, t])
         if self.reached is None:  # Eq. 28: success only on goals relabelled to the next state itself
-            success = relabel & (k == 0)
-        else:  # --reward threshold: the env's own test on (ag_{t+1}, g)
+            success, d = relabel & (k == 0), np.zeros(batch_size, np.float32)  # no terminal states (authors' code)
+        else:  # --reward threshold: the env's own test on (ag_{t+1}, g); terminal where the env would end
             success = self.reached(self.ag[e, t + 1], g)
+            d = (success & self.terminal).astype(np.float32)
         r = np.where(success, self.rewards[1], self.rewards[0]).astype(np.float32)
-        return Batch(self.obs[e, t], self.actions[e, t], r, self.obs[e, t + 1], g, np.zeros_like(r), g_bc)
+        return Batch(self.obs[e, t], self.actions[e, t], r, self.obs[e, t + 1], g, d, g_bc)
 
 
-def td_target(r, q_next, gamma, rewards=(-1.0, 0.0), clip=True):
-    """y = r + gamma Q'(s', a'), with no terminal states; clipped to the return's range: y <= 0 with (-1, 0) rewards
-    (the authors' one-sided clip), 0 <= y <= 1/(1 - gamma) with (0, 1) rewards."""
-    y = r + gamma * q_next
+def td_target(r, q_next, gamma, rewards=(-1.0, 0.0), clip=True, d=0.0):
+    """y = r + gamma (1 - d) Q'(s', a'); clipped to the return's range: y <= 0 with (-1, 0) rewards (the authors'
+    one-sided clip), 0 <= y <= 1/(1 - gamma) with (0, 1) rewards."""
+    y = r + gamma * (1 - d) * q_next
     if not clip:
         return y
     return y.clamp(0.0, 1 / (1 - gamma)) if rewards == (0.0, 1.0) else y.clamp(max=rewards[1] / (1 - gamma))
 
 
-def hdm_loss(q_net, q_target, x, a, r, x2, x_bc, args):
-    """The loss of --algo on one batch (inputs are [obs, goal]); returns (loss, stats)."""
+def hdm_loss(q_net, q_target, x, a, r, x2, x_bc, args, d=0.0):
+    """The loss of --algo on one batch (inputs are [obs, goal], d the done flags); returns (loss, stats)."""
     if args.algo == "gcsl":  # Eq. 12: hindsight behaviour cloning only
         bc_loss = -log_pi(q_net(x_bc), a).mean()
         return bc_loss, {"bc_loss": bc_loss.item()}
@@ -247,7 +241,7 @@ def hdm_loss(q_net, q_target, x, a, r, x2, x_bc, args):
             q_next = soft_value(q2_target, args.sql_tau)
         else:  # double DQN: the online net picks a', the target net values it
             q_next = q_of(q2_target, q2_online.argmax(-1))
-        y = td_target(r, q_next, args.gamma, algo_rewards(args.algo), args.clip_target)
+        y = td_target(r, q_next, args.gamma, algo_rewards(args.algo), args.clip_target, d)
         q2_max = q2_online.max(-1).values.sum(1)
     td_loss = (q_sa - y).pow(2).mean()  # no 1/2, as the authors' code
     stats = {"td_loss": td_loss.item(), "q_values": q_sa.mean().item()}
@@ -264,8 +258,8 @@ def update(batch, q_net, q_target, optimizer, args):
     device = next(q_net.parameters()).device
     x, x2, x_bc = (torch.as_tensor(np.concatenate(p, -1), device=device)
                    for p in ((batch.obs, batch.g), (batch.next_obs, batch.g), (batch.obs, batch.g_bc)))
-    a, r = torch.as_tensor(batch.actions, device=device), torch.as_tensor(batch.rewards, device=device)
-    loss, stats = hdm_loss(q_net, q_target, x, a, r, x2, x_bc, args)
+    a, r, d = (torch.as_tensor(v, device=device) for v in (batch.actions, batch.rewards, batch.dones))
+    loss, stats = hdm_loss(q_net, q_target, x, a, r, x2, x_bc, args, d)
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
@@ -274,15 +268,17 @@ def update(batch, q_net, q_target, optimizer, args):
 
 
 def select_action(q_net, x, explore, args, rng):
-    """Greedy argmax; while collecting, epsilon-greedy with random_eps (gcsl: a sample of softmax(Q))."""
+    """Greedy argmax; while collecting, argmax (or a sample of softmax(Q), --collect softmax) with a uniform action
+    at probability random_eps, for every --algo (the authors' act(), duruoli/hdm2, hdm/agent/core.py)."""
     with torch.no_grad():
         q = q_net(x)
-    if explore and args.algo == "gcsl":
-        probs = torch.softmax(q, -1).cpu().numpy()
-        a = (rng.random(probs.shape[:-1] + (1,)) < probs.cumsum(-1)).argmax(-1)  # inverse CDF per dimension
+    if explore and args.collect == "softmax":  # inverse CDF per dimension
+        cdf = torch.softmax(q, -1).cumsum(-1).cpu().numpy()
+        cdf[..., -1] = 1.0  # a float32 sum can end below u < 1, and argmax of all-False would give action 0
+        a = (rng.random(cdf.shape[:-1] + (1,)) < cdf).argmax(-1)
     else:
         a = q.argmax(-1).cpu().numpy()
-    if explore and args.algo != "gcsl":
+    if explore:
         random_a = rng.integers(0, q.shape[-1], a.shape)
         a = np.where(rng.random((len(a), 1)) < args.random_eps, random_a, a)
     return a  # [n_envs, dims]
@@ -306,31 +302,24 @@ class Episodes(NamedTuple):
     ret: np.ndarray  # [n], undiscounted env return
 
 
-def env_action(a, space):
-    """[n_envs, dims] indices -> what the vector env takes (an index per env, or a vector per env if factorised)."""
-    return a if isinstance(space, gym.spaces.MultiDiscrete) else a[:, 0]
-
-
 def rollout(vec_env, q_net, T, device, args, rng, *, explore, warmup=False):
     """One episode in each env (reset together, stepped in lockstep); explore: epsilon-greedy, warmup: uniform."""
     n, space = vec_env.num_envs, vec_env.single_action_space
     ob, _ = vec_env.reset()
-    dims = len(space.nvec) if isinstance(space, gym.spaces.MultiDiscrete) else 1
-    obs = np.zeros((n, T + 1, ob["observation"].shape[-1]), np.float32)
-    ag = np.zeros((n, T + 1, ob["achieved_goal"].shape[-1]), np.float32)
+    factorised, dims = isinstance(space, gym.spaces.MultiDiscrete), action_shape(space)[0]
+    obs, ag = (np.zeros((n, T + 1, ob[k].shape[-1]), np.float32) for k in ("observation", "achieved_goal"))
     g = np.zeros((n, T, ob["desired_goal"].shape[-1]), np.float32)
     actions = np.zeros((n, T, dims), np.int64)
-    ep_len, success, ret = np.full(n, T), np.zeros(n), np.zeros(n)
-    running = np.ones(n, bool)
+    ep_len, success, ret, running = np.full(n, T), np.zeros(n), np.zeros(n), np.ones(n, bool)
     obs[:, 0], ag[:, 0] = ob["observation"], ob["achieved_goal"]
     for t in range(T):
         g[:, t] = ob["desired_goal"]
         if warmup:
-            a = rng.integers(0, space.nvec if dims > 1 else space.n, (n, dims))
+            a = rng.integers(0, space.nvec if factorised else space.n, (n, dims))
         else:
             x = np.concatenate([ob["observation"], ob["desired_goal"]], -1).astype(np.float32)
             a = select_action(q_net, torch.as_tensor(x, device=device), explore, args, rng)
-        ob, r, terminated, truncated, info = vec_env.step(env_action(a, space))
+        ob, r, terminated, truncated, info = vec_env.step(a if factorised else a[:, 0])  # [n, dims] or [n]
         actions[:, t], obs[:, t + 1], ag[:, t + 1] = a, ob["observation"], ob["achieved_goal"]
         ret += r * running
         success = np.where(running, info["is_success"], success)  # success at the episode's final step
@@ -377,8 +366,8 @@ def action_shape(space):
 
 
 def check_env(env, args):
-    """One-line errors for envs and settings this script cannot handle. Returns --reward threshold's success test
-    reached(ag, g) (the env's compute_reward equals its success value), None for the next-state reward."""
+    """One-line errors for envs and settings this script cannot handle. Returns the env's success test reached(ag, g)
+    (its compute_reward equals the success value), for --reward threshold and the ag-change ratio; None if dense."""
     space = env.action_space
     if not isinstance(space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete)):
         raise envs.EnvError(f"{args.env} has {space} actions; HDM needs discrete (or discretisable Box) actions")
@@ -397,9 +386,12 @@ def check_env(env, args):
             raise envs.EnvError(f"--{name.replace('_', '-')} must lie in [0, 1], got {getattr(args, name)}")
     if not 0 < args.gamma_hdm <= 1 or not 0 < args.gamma < 1:
         raise envs.EnvError("--gamma-hdm must lie in (0, 1] and --gamma in (0, 1)")
-    if args.reward == "next_state":
-        return None  # the env's reward is never used in training, so its convention does not matter
-    r_success = envs.sparse_rewards(env)[1]  # -1/0 or 0/1; a dense reward is refused
+    try:
+        r_success = envs.sparse_rewards(env)[1]  # -1/0 or 0/1
+    except envs.EnvError:
+        if args.reward == "threshold":
+            raise  # a dense reward cannot say which goals are reached
+        return None  # the next-state reward never reads the env's reward
     return lambda ag, g: env.unwrapped.compute_reward(ag, g, None) == r_success
 
 
@@ -432,23 +424,29 @@ def load_and_evaluate(args):
     q_net = QNetwork(in_dim, *action_shape(env.action_space), saved.hidden_dims)
     q_net.load_state_dict(ckpt["q_net"])
     vec_env = make_vec_env(saved, saved.num_envs)
-    vec_env.reset(seed=args.seed)
-    sr, ret = evaluate(vec_env, q_net, envs.horizon(env), "cpu", args.n_test_rollouts, saved,
-                       np.random.default_rng(args.seed))
+    rng, env_seed = seed_streams(args.seed)
+    vec_env.reset(seed=env_seed)
+    sr, ret = evaluate(vec_env, q_net, envs.horizon(env), "cpu", args.n_test_rollouts, saved, rng)
     print(f"{saved.env}: success rate {sr:.3f}, mean return {ret:.2f} over {args.n_test_rollouts} episodes")
     vec_env.close()
     return sr
 
 
+def seed_streams(seed):
+    """(agent's numpy generator, envs' reset seed), spawned apart: both seeded with `seed`, env 0 draws the agent's."""
+    agent, env = np.random.SeedSequence(seed).spawn(2)
+    return np.random.default_rng(agent), int(env.generate_state(1)[0])
+
+
 def seed_everything(args):
-    """Seed random, numpy and torch, set the torch threads; returns (device, numpy generator)."""
+    """Seed random, numpy and torch, set the torch threads; returns (device, numpy generator, env seed)."""
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     if args.torch_threads > 0:
         torch.set_num_threads(args.torch_threads)
-    return torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu"), np.random.default_rng(args.seed)
+    return torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu"), *seed_streams(args.seed)
 
 
 def start_run(args, env):
@@ -465,16 +463,15 @@ def start_run(args, env):
 def main(args):
     if args.eval_checkpoint:
         return load_and_evaluate(args)
-    device, rng = seed_everything(args)
+    device, rng, env_seed = seed_everything(args)
 
     # envs: one in this process for the spaces and the success test, num_envs for collecting
     env = make_env(args)
-    reached = check_env(env, args)
-    T = envs.horizon(env)
+    reached, T = check_env(env, args), envs.horizon(env)
     obs_dim, goal_dim = env.observation_space["observation"].shape[0], env.observation_space["desired_goal"].shape[0]
     dims, n_actions = action_shape(env.action_space)
     vec_env = make_vec_env(args, args.num_envs)
-    vec_env.reset(seed=args.seed)
+    vec_env.reset(seed=env_seed)
 
     # one network: the Q-function and the policy; its target copy; the buffer
     q_net = QNetwork(obs_dim + goal_dim, dims, n_actions, args.hidden_dims).to(device)
@@ -482,12 +479,12 @@ def main(args):
     q_target.load_state_dict(q_net.state_dict())
     optimizer = torch.optim.Adam(q_net.parameters(), lr=args.lr)
     buffer = EpisodeBuffer(args.buffer_size, T, obs_dim, goal_dim, dims, rng, args.future_p, args.next_state_p,
-                           algo_rewards(args.algo), reached)
+                           algo_rewards(args.algo), reached if args.reward == "threshold" else None,
+                           getattr(env.unwrapped, "terminate_on_success", False))
     run_dir, writer = start_run(args, env)
     ckpt_path = f"{run_dir}/{ALGO}.pt"
 
-    global_step, grad_steps, episodes, start_time, sr = 0, 0, 0, time.time(), 0.0
-    losses = {}
+    global_step, grad_steps, episodes, start_time, sr, losses = 0, 0, 0, time.time(), 0.0, {}
     try:
         while global_step < args.total_timesteps:
             # collect one episode per env (uniformly random actions during the warm-up) and store it
@@ -495,12 +492,12 @@ def main(args):
             ep = rollout(vec_env, q_net, T, device, args, rng, explore=True, warmup=warmup)
             buffer.store(ep.obs, ep.ag, ep.g, ep.actions, ep.ep_len)
             steps = int(ep.ep_len.sum())
-            global_step += steps
-            episodes += len(ep.ep_len)
+            global_step, episodes = global_step + steps, episodes + len(ep.ep_len)
             writer.add_scalar("charts/success_rate", ep.success.mean(), global_step)
             writer.add_scalar("charts/episodic_return", ep.ret.mean(), global_step)
-            ag_change = np.linalg.norm(ep.ag[:, 0] - ep.ag[np.arange(len(ep.ag)), ep.ep_len], axis=-1)
-            writer.add_scalar("charts/ag_change", ag_change.mean(), global_step)
+            if reached is not None:  # the ag-change ratio (Sec. 5.3): episodes whose last ag is off the first
+                moved = ~reached(ep.ag[np.arange(len(ep.ag)), ep.ep_len], ep.ag[:, 0])
+                writer.add_scalar("charts/ag_change", moved.mean(), global_step)
 
             # after the warm-up: as many gradient steps on relabelled batches as env steps just collected (UTD 1)
             for _ in range(0 if warmup else steps):

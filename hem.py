@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: MIT -- docs: docs/hem.md
-"""hEM: Hindsight Expectation Maximization (Tang & Kucukelbir, AISTATS 2021), with the HER + hEM hybrid (Sec. 4.4).
+"""hEM: Hindsight Expectation Maximization (Tang & Kucukelbir, AISTATS 2021). The paper's HER + hEM hybrid (Sec. 4.4)
+is hem_hybrid.py.
 
 Idea: read goal-conditioned RL with a sparse success reward as inference and maximise a lower bound (ELBO) on the
 log-probability of success by EM. The best E-step puts its mass on *successful* (trajectory, goal) pairs, which
@@ -12,10 +13,7 @@ Equations implemented (each marked in the code):
   M-step:        Eq. (7)  minimise -mean log pi(a_t | s_t, g') over a minibatch of q_h samples, a few Adam steps
   policies:      discrete  pi = Categorical(softmax(MLP(s, g))), collected eps-uniform (random_eps = eps = 0.2)
                  continuous pi = N(mu(s, g), sigma^2), one global learnable sigma, collected as a' = clip(a +
-                 N(0, sigma_a^2)), a ~ pi (noise_eps = sigma_a = 0.5); a' (the executed action) is the one cloned
-  hybrid (--eta > 0, Sec. 4.4):  DDPG + HER exactly as her_ddpg.py (HER's exploration, critic, target clip), with the
-                 actor loss -mean Q(s, mu(s, g), g) + action_l2 mean (mu/max_u)^2 + eta mean ||a - mu(s, g')||^2
-                 on a separate q_h batch: -log pi of a fixed-sigma Gaussian (sigma^2 = 1/2), up to a constant
+                 N(0, sigma_a^2)), a ~ pi, sigma_a = 0.5 in the paper's action units; a' (executed) is cloned
 Deviations from the paper (reasons in docs/hem.md): Algorithm 1's "grad log sum log pi" read as grad sum log pi;
 App. C.2's 5-unit hidden layers read as 3 x 256; tanh-squashed Gaussian mean; HER's input normalisers; one process,
 not about 30 MPI workers; U (not stated in the paper) = 20 gradient steps per N = 10 episodes.
@@ -23,7 +21,6 @@ not about 30 MPI workers; U (not stated in the paper) = 20 gradient steps per N 
 Usage:
   python hem.py --env FetchReach                                  # the demo: 5k env steps
   python hem.py --env BitFlip --n-episodes 20 --n-batches 50 --batch-size 128 --total-timesteps 10000
-  python hem.py --env FetchPush --eta 0.1 --total-timesteps 300000   # the HER + hEM hybrid (HER's schedule)
   python hem.py --eval-checkpoint runs/<run>/hem.pt --n-test-rollouts 100 [--capture-video]
 """
 
@@ -53,8 +50,6 @@ ALGO = "hem"
 class Args:
     env: str = "FetchReach"
     """goal env: a short name (FetchReach, BitFlip:n=10, Navigation:k=5, FourRoomMaze, ...) or a Gymnasium id"""
-    eta: float = 0.0
-    """0: hEM. > 0: the HER + hEM hybrid (Sec. 4.4), DDPG + HER plus eta x the M-step loss in the actor (paper: 0.1)"""
     seed: int = 1
     """seed of random, numpy, torch and the envs"""
     total_timesteps: int = 5_000
@@ -65,34 +60,25 @@ class Args:
     """env steps between evaluations; one more ends the run"""
     n_test_rollouts: int = 10
     """deterministic evaluation episodes (the most likely action, or the Gaussian's mean)"""
-    n_episodes: Optional[int] = None
-    """N, episodes collected per iteration (unset: 10; with --eta > 0, --num-envs: one HER cycle)"""
-    n_batches: Optional[int] = None
-    """U, gradient steps per iteration (unset: 20; 40 with --eta > 0, HER's)"""
+    n_episodes: int = 10
+    """N, episodes collected per iteration"""
+    n_batches: int = 20
+    """U, gradient steps per iteration, each on a fresh q_h minibatch"""
     batch_size: int = 256
     """samples per gradient step"""
     buffer_size: int = 1_000_000
     """replay capacity in transitions (hEM keeps everything: a bigger buffer tightens the bound, Theorem 3)"""
     on_policy: bool = False
-    """hEM only: empty the buffer before each iteration's episodes (the setting of the paper's Theorem 2)"""
-    replay_k: int = 4
-    """hybrid: relabelled : original goals ratio of the critic's HER batches (the M-step batch always relabels)"""
-    gamma: Optional[float] = None
-    """hybrid: discount; unset: 1 - 1/T (0.98 for T = 50)"""
-    polyak: float = 0.95
-    """hybrid: target smoothing: target <- polyak * target + (1 - polyak) * online, once per iteration"""
+    """empty the buffer before each iteration's episodes (the setting of the paper's Theorem 2)"""
     lr_actor: float = 1e-3
-    """Adam learning rate of the policy (the actor, in the hybrid)"""
-    lr_critic: float = 1e-3
-    """hybrid: Adam learning rate of the critic"""
-    action_l2: float = 1.0
-    """hybrid: weight of the actor's action penalty mean((mu / max_u)^2)"""
+    """Adam learning rate of the policy"""
     noise_eps: Optional[float] = None
-    """std of the Gaussian noise on Box actions while collecting, in units of max_u (unset: 0.5; 0.2 with --eta > 0)"""
-    random_eps: Optional[float] = None
-    """probability of a uniformly random action while collecting (unset: 0.2, discrete only; 0.3 with --eta > 0)"""
+    """std sigma_a of the Gaussian noise on Box actions while collecting, in units of max_u (unset: 0.5; 2.5 on
+    Navigation: the paper's 0.5 on its [-0.2, 0.2] actions)"""
+    random_eps: float = 0.2
+    """probability of a uniformly random action while collecting (discrete actions only)"""
     hidden_dims: List[int] = field(default_factory=lambda: [256, 256, 256])
-    """hidden layer widths of the policy (and of the hybrid's critic), ReLU"""
+    """hidden layer widths of the policy, ReLU"""
     clip_obs: float = 200.0
     """observations and goals are clipped to +-clip_obs before normalising"""
     clip_range: float = 5.0
@@ -113,17 +99,14 @@ class Args:
     """train on the GPU if one is available"""
 
 
-# Defaults of the flags left unset, per env ("default": every env), and the hybrid's (--eta > 0), which collects and
-# learns on HER's schedule as her_ddpg.py does: one episode per env, 40 gradient steps, HER's exploration.
-ENV_DEFAULTS = {"default": dict(n_episodes=10, n_batches=20, noise_eps=0.5, random_eps=0.2)}
-HYBRID_DEFAULTS = dict(n_batches=40, noise_eps=0.2, random_eps=0.3)
+# Defaults of the flags left unset, per env. Sec. 3.1: sigma_a = 0.5 in the paper's action units. Navigation's [-1, 1]
+# actions move 0.2 x a, the paper's [-0.2, 0.2]^K (Sec. 4.2) rescaled: its N(0, 0.5^2) is 0.5 / 0.2 = 2.5 x max_u.
+ENV_DEFAULTS = {"default": dict(noise_eps=0.5), "Navigation": dict(noise_eps=2.5)}
 
 
 def fill_defaults(args):
-    """Set every flag left unset (None) to its default: the hybrid's with --eta > 0, else the env's."""
-    defaults = dict(ENV_DEFAULTS.get(envs.parse(args.env)[0].split("-v")[0], ENV_DEFAULTS["default"]))
-    if args.eta > 0:
-        defaults.update(HYBRID_DEFAULTS, n_episodes=args.num_envs)
+    """Set every flag left unset (None) to the env's default."""
+    defaults = ENV_DEFAULTS.get(envs.parse(args.env)[0].split("-v")[0], ENV_DEFAULTS["default"])
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -152,8 +135,7 @@ class Normalizer:
         return np.clip((x - self.mean) / self.std, -self.clip_range, self.clip_range).astype(np.float32)
 
     def state_dict(self):
-        return {k: torch.as_tensor(v) for k, v in
-                {"sum": self.sum, "sumsq": self.sumsq, "count": self.count, "mean": self.mean, "std": self.std}.items()}
+        return {k: torch.as_tensor(getattr(self, k)) for k in ("sum", "sumsq", "count", "mean", "std")}
 
     def load_state_dict(self, state):
         self.sum, self.sumsq, self.mean, self.std = (state[k].numpy() for k in ("sum", "sumsq", "mean", "std"))
@@ -167,28 +149,6 @@ def mlp(in_dim, out_dim, hidden_dims, activation=nn.ReLU):
     return nn.Sequential(*layers, nn.Linear(dims[-1], out_dim))
 
 
-class Actor(nn.Module):
-    """mu(s, g) = max_u tanh(MLP([o_norm, g_norm])): the hybrid's deterministic actor, and the Gaussian's mean."""
-
-    def __init__(self, obs_dim, goal_dim, act_dim, hidden_dims, max_u):
-        super().__init__()
-        self.net, self.max_u = mlp(obs_dim + goal_dim, act_dim, hidden_dims), max_u
-
-    def forward(self, x):
-        return self.max_u * torch.tanh(self.net(x))
-
-
-class Critic(nn.Module):
-    """Hybrid only: Q(s, a, g) = MLP([o_norm, g_norm, a / max_u])."""
-
-    def __init__(self, obs_dim, goal_dim, act_dim, hidden_dims, max_u):
-        super().__init__()
-        self.net, self.max_u = mlp(obs_dim + goal_dim + act_dim, 1, hidden_dims), max_u
-
-    def forward(self, x, a):
-        return self.net(torch.cat([x, a / self.max_u], -1)).squeeze(-1)
-
-
 class Batch(NamedTuple):
     obs: np.ndarray
     actions: np.ndarray  # the executed actions; a discrete one as one float column holding its index
@@ -198,25 +158,18 @@ class Batch(NamedTuple):
     dones: np.ndarray
 
 
-def td_target(r, d, q_next, gamma, rewards=(-1.0, 0.0)):
-    """y = r + gamma (1 - d) Q'(s', pi'(s')), clipped to the range of returns [r_fail, r_success] / (1 - gamma)."""
-    return (r + gamma * (1 - d) * q_next).clamp(rewards[0] / (1 - gamma), rewards[1] / (1 - gamma))
-
-
-def soft_update(net, target, polyak):
-    """target <- polyak * target + (1 - polyak) * net."""
-    with torch.no_grad():
-        for p, p_t in zip(net.parameters(), target.parameters()):
-            p_t.lerp_(p, 1 - polyak)
-
-
 # ---- hEM: what differs from her_ddpg.py ----
-class GaussianPolicy(Actor):
-    """pi(a | s, g) = N(mu(s, g), sigma^2) with one global, learnable sigma per action dimension (App. C.2)."""
+class GaussianPolicy(nn.Module):
+    """pi(a | s, g) = N(mu(s, g), sigma^2) with one global, learnable sigma per action dimension (App. C.2);
+    mu(s, g) = max_u tanh(MLP([o_norm, g_norm])) is her_ddpg.py's actor."""
 
     def __init__(self, obs_dim, goal_dim, act_dim, hidden_dims, max_u):
-        super().__init__(obs_dim, goal_dim, act_dim, hidden_dims, max_u)
+        super().__init__()
+        self.net, self.max_u = mlp(obs_dim + goal_dim, act_dim, hidden_dims), max_u
         self.log_std = nn.Parameter(torch.zeros(act_dim))
+
+    def forward(self, x):
+        return self.max_u * torch.tanh(self.net(x))
 
     def std(self):
         return self.log_std.clamp(-5.0, 1.0).exp()
@@ -243,25 +196,14 @@ def dims(env):
     return obs_dim, goal_dim, space.shape[0] if box else 1, float(space.high[0]) if box else 1.0
 
 
-def make_networks(env, args, device):
-    """The policy (Categorical for Discrete actions, Gaussian for a Box, the hybrid's deterministic Actor) and its
-    optimiser; for the hybrid also the critic, both targets and the critic's optimiser (None for hEM)."""
+def make_policy(env, args, device):
+    """The policy (Categorical for Discrete actions, Gaussian for a Box) and its Adam optimiser."""
     obs_dim, goal_dim, act_dim, max_u = dims(env)
     if isinstance(env.action_space, gym.spaces.Discrete):
         policy = CategoricalPolicy(obs_dim, goal_dim, int(env.action_space.n), args.hidden_dims).to(device)
     else:
-        policy = (Actor if args.eta > 0 else GaussianPolicy)(obs_dim, goal_dim, act_dim, args.hidden_dims, max_u)
-        policy = policy.to(device)
-    policy_opt = torch.optim.Adam(policy.parameters(), lr=args.lr_actor, fused=True)  # fused: ~30% faster updates
-    if args.eta == 0:
-        return policy, None, None, None, policy_opt, None
-    critic = Critic(obs_dim, goal_dim, act_dim, args.hidden_dims, max_u).to(device)
-    actor_target = Actor(obs_dim, goal_dim, act_dim, args.hidden_dims, max_u).to(device)
-    critic_target = Critic(obs_dim, goal_dim, act_dim, args.hidden_dims, max_u).to(device)
-    actor_target.load_state_dict(policy.state_dict())
-    critic_target.load_state_dict(critic.state_dict())
-    critic_opt = torch.optim.Adam(critic.parameters(), lr=args.lr_critic, fused=True)
-    return policy, critic, actor_target, critic_target, policy_opt, critic_opt
+        policy = GaussianPolicy(obs_dim, goal_dim, act_dim, args.hidden_dims, max_u).to(device)
+    return policy, torch.optim.Adam(policy.parameters(), lr=args.lr_actor, fused=True)  # fused: faster updates
 
 
 class EpisodeBuffer:
@@ -287,15 +229,14 @@ class EpisodeBuffer:
     def clear(self):
         self.ptr, self.size = 0, 0
 
-    def sample(self, batch_size, relabel_p=1.0, episodes=None):
-        """relabel_p = 1 is q_h: g' = ag_{t'}, t' ~ U{t+1 .. L}, every sample a success for its goal; the hybrid's
-        critic uses HER's relabel_p = 1 - 1/(1 + replay_k) and keeps the other samples' original goals."""
+    def sample(self, batch_size, episodes=None):
+        """q_h: g' = ag_{t'}, t' ~ U{t+1 .. L} (HER's future strategy, relabel probability 1), so every sample is a
+        success for its goal; rewards and dones are recomputed for g' (hEM itself never reads them)."""
         e = self.rng.integers(0, self.size, batch_size) if episodes is None else self.rng.choice(episodes, batch_size)
         L = self.ep_len[e]
         t = (self.rng.random(batch_size) * L).astype(np.int64)
         t_goal = t + 1 + (self.rng.random(batch_size) * (L - t)).astype(np.int64)  # t' > t: a_t must matter
-        her = self.rng.random(batch_size) < relabel_p
-        g = np.where(her[:, None], self.ag[e, t_goal], self.g[e, t])
+        g = self.ag[e, t_goal]
         ag_next = self.ag[e, t + 1]
         r = self.env.compute_reward(ag_next, g, None).astype(np.float32)
         d = np.broadcast_to(self.env.compute_terminated(ag_next, g, None), r.shape).astype(np.float32)
@@ -309,54 +250,36 @@ def hem_loss(policy, x, a):
     return -policy.dist(x).log_prob(a).mean()
 
 
-def update(batch, hem_batch, policy, critic, actor_target, critic_target, policy_opt, critic_opt, args, gamma,
-           rewards):
-    """One gradient step; returns the logged losses. hEM (critic None): the M-step on the q_h batch alone. Hybrid:
-    her_ddpg.py's update on HER's batch, with eta x the M-step loss on the q_h batch added to the actor's."""
-    x_h, a_h = hem_batch
-    if critic is None:
-        nll = hem_loss(policy, x_h, a_h)
-        policy_opt.zero_grad()
-        nll.backward()
-        policy_opt.step()
-        return {"nll": nll.item()}
-    x, a, r, x2, d = batch
-    with torch.no_grad():
-        y = td_target(r, d, critic_target(x2, actor_target(x2)), gamma, rewards)
-    q = critic(x, a)
-    critic_loss = (q - y).pow(2).mean()  # critic: mean squared error to the clipped target
-    mu = policy(x)
-    critic.requires_grad_(False)  # the actor loss only needs dQ/da, not the critic's weight gradients
-    nll = (a_h - policy(x_h)).pow(2).sum(-1).mean()  # -log N(a_h; mu, 1/2) + const: Sec. 4.4's log pi term
-    actor_loss = -critic(x, mu).mean() + args.action_l2 * (mu / policy.max_u).pow(2).mean() + args.eta * nll
-    critic.requires_grad_(True)
-    critic_opt.zero_grad()  # both gradients from the same critic, then both steps, as her_ddpg.py
+def update(batch, policy, policy_opt):
+    """One M-step gradient step on a q_h batch (x, a); returns the logged loss."""
+    nll = hem_loss(policy, *batch)
     policy_opt.zero_grad()
-    critic_loss.backward()
-    actor_loss.backward()
-    critic_opt.step()
+    nll.backward()
     policy_opt.step()
-    return {"critic_loss": critic_loss.item(), "actor_loss": actor_loss.item(), "q_values": q.mean().item(),
-            "nll": nll.item()}
+    return {"nll": nll.item()}
+
+
+def inverse_cdf(probs, u):
+    """a ~ Categorical(probs): the first a with u < cdf(a), for u ~ U[0, 1). The last cdf entry is pinned to 1: a
+    float32 cumsum can end just below 1, and a u above it would match no entry, which argmax reads as action 0."""
+    cdf = probs.cumsum(-1)
+    cdf[..., -1] = 1.0
+    return (u < cdf).argmax(-1)
 
 
 def select_action(policy, x, args, rng, max_u, *, explore):
-    """Greedy when not exploring; else the paper's exploration for hEM (Sec. 3.1, App. C.2), or HER's for the hybrid."""
+    """Greedy when not exploring; else the paper's exploration (Sec. 3.1, App. C.2)."""
     with torch.no_grad():
         if isinstance(policy, CategoricalPolicy):
             probs = torch.softmax(policy.net(x), -1).cpu().numpy()
             if not explore:
                 return probs.argmax(-1)
-            a = (rng.random((len(probs), 1)) < probs.cumsum(-1)).argmax(-1)  # a ~ pi, by inverse CDF
+            a = inverse_cdf(probs, rng.random((len(probs), 1)))  # a ~ pi
             random_a = rng.integers(0, probs.shape[-1], len(probs))
             return np.where(rng.random(len(probs)) < args.random_eps, random_a, a)  # eps-uniform
         mu = policy(x).cpu().numpy()
         if not explore:
             return mu
-        if args.eta > 0:  # the hybrid collects as HER does: Gaussian noise, then random_eps uniform actions
-            a = np.clip(mu + args.noise_eps * max_u * rng.standard_normal(mu.shape), -max_u, max_u)
-            random_a = rng.uniform(-max_u, max_u, mu.shape)
-            return np.where(rng.random((len(mu), 1)) < args.random_eps, random_a, a).astype(np.float32)
         a = mu + policy.std().cpu().numpy() * rng.standard_normal(mu.shape)  # a ~ N(mu, sigma^2)
         a = a + args.noise_eps * max_u * rng.standard_normal(mu.shape)  # a' = a + N(0, sigma_a^2)
         return np.clip(a, -max_u, max_u).astype(np.float32)
@@ -377,11 +300,10 @@ def rollout(vec_env, policy, o_norm, g_norm, T, device, args, rng, max_u, *, exp
     """One episode in each env (reset together, stepped in lockstep); explore adds the exploration noise."""
     n = vec_env.num_envs
     ob, _ = vec_env.reset()
-    space = vec_env.single_action_space
     obs = np.zeros((n, T + 1, ob["observation"].shape[-1]), np.float32)
     ag = np.zeros((n, T + 1, ob["achieved_goal"].shape[-1]), np.float32)
     g = np.zeros((n, T, ob["desired_goal"].shape[-1]), np.float32)
-    actions = np.zeros((n, T, space.shape[0] if isinstance(space, gym.spaces.Box) else 1), np.float32)
+    actions = np.zeros((n, T, int(np.prod(vec_env.single_action_space.shape))), np.float32)  # Discrete: 1 column
     ep_len, success, ret = np.full(n, T), np.zeros(n), np.zeros(n)
     running = np.ones(n, bool)
     obs[:, 0], ag[:, 0] = ob["observation"], ob["achieved_goal"]
@@ -422,7 +344,7 @@ def make_vec_env(args, n):
 
 
 def check_env(env, args):
-    """One-line errors for envs and settings this script cannot handle; returns the env's (r_fail, r_success)."""
+    """One-line errors for envs and settings this script cannot handle."""
     space = env.action_space
     goals = [env.observation_space[k] for k in ("observation", "achieved_goal", "desired_goal")]
     if isinstance(space, gym.spaces.Box):
@@ -430,20 +352,15 @@ def check_env(env, args):
             raise envs.EnvError(f"{args.env}: hEM here needs a symmetric action box [-max_u, max_u]^n, got {space}")
     elif not isinstance(space, gym.spaces.Discrete):
         raise envs.EnvError(f"{args.env} has {space} actions; hEM here handles Discrete or Box actions")
-    elif args.eta > 0:
-        raise envs.EnvError(f"{args.env} has discrete actions; the hybrid (--eta > 0) is DDPG and needs a Box")
     if not all(isinstance(s, gym.spaces.Box) for s in goals) or goals[1].shape != goals[2].shape:
-        raise envs.EnvError(f"{args.env}: goals must be flat vectors, achieved and desired of one shape, else they "
-                            "cannot be relabelled")
+        raise envs.EnvError(f"{args.env}: goals must be flat vectors of one shape, else they cannot be relabelled")
     for name in ("total_timesteps", "num_envs", "n_episodes", "n_batches", "batch_size", "buffer_size",
                  "eval_interval", "n_test_rollouts"):
         if getattr(args, name) < (0 if name == "n_batches" else 1):
             raise envs.EnvError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if not (0 <= args.random_eps <= 1 and 0 <= args.polyak <= 1) or min(args.eta, args.noise_eps, args.replay_k) < 0:
-        raise envs.EnvError("--random-eps and --polyak must lie in [0, 1]; --eta, --noise-eps, --replay-k must be >= 0")
-    if args.on_policy and args.eta > 0:
-        raise envs.EnvError("--on-policy is an hEM setting; the hybrid's critic learns off-policy")
-    return envs.sparse_rewards(env)  # hEM never reads rewards; the hybrid's target clip follows them; dense: refused
+    if not 0 <= args.random_eps <= 1 or args.noise_eps < 0:
+        raise envs.EnvError("--random-eps must lie in [0, 1] and --noise-eps must be >= 0")
+    envs.sparse_rewards(env)  # hEM never reads rewards, but a dense reward is refused in one line
 
 
 def save_checkpoint(path, policy, o_norm, g_norm, args):
@@ -474,7 +391,7 @@ def load_and_evaluate(args):
         os.environ.setdefault("MUJOCO_GL", "egl")  # headless MuJoCo rendering; must be set before MuJoCo loads
     saved = Args(**ckpt["args"])
     env = make_env(saved)
-    policy = make_networks(env, saved, "cpu")[0]
+    policy = make_policy(env, saved, "cpu")[0]
     policy.load_state_dict(ckpt["policy"])
     obs_dim, goal_dim, _, max_u = dims(env)
     o_norm = Normalizer(obs_dim, saved.norm_eps, saved.clip_obs, saved.clip_range)
@@ -482,12 +399,13 @@ def load_and_evaluate(args):
     o_norm.load_state_dict(ckpt["o_norm"])
     g_norm.load_state_dict(ckpt["g_norm"])
     vec_env = make_vec_env(saved, saved.num_envs)
-    vec_env.reset(seed=args.seed)
-    sr, ret = evaluate(vec_env, policy, o_norm, g_norm, envs.horizon(env), "cpu", args.n_test_rollouts, saved,
-                       np.random.default_rng(args.seed), max_u)
+    _, rng, env_seed = seed_everything(args)
+    vec_env.reset(seed=env_seed)
+    sr, ret = evaluate(vec_env, policy, o_norm, g_norm, envs.horizon(env), "cpu", args.n_test_rollouts, saved, rng,
+                       max_u)
     print(f"{saved.env}: success rate {sr:.3f}, mean return {ret:.2f} over {args.n_test_rollouts} episodes")
     if args.capture_video:
-        record_gif(saved, policy, o_norm, g_norm, args.eval_checkpoint.rsplit(".", 1)[0] + ".gif", args.seed, max_u)
+        record_gif(saved, policy, o_norm, g_norm, args.eval_checkpoint.rsplit(".", 1)[0] + ".gif", env_seed, max_u)
     vec_env.close()
     return sr
 
@@ -514,14 +432,18 @@ def record_gif(args, policy, o_norm, g_norm, path, seed, max_u):
 
 
 def seed_everything(args):
-    """Seed random, numpy and torch, set the torch threads; returns (device, numpy generator)."""
+    """Seed random, numpy and torch, set the torch threads; returns (device, the agent's numpy generator, the envs'
+    reset seed). The last two are independent streams spawned from --seed: seeding both with the seed itself would
+    make env 0 and the agent draw the same numbers."""
+    agent_seq, env_seq = np.random.SeedSequence(args.seed).spawn(2)
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     if args.torch_threads > 0:
         torch.set_num_threads(args.torch_threads)
-    return torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu"), np.random.default_rng(args.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    return device, np.random.default_rng(agent_seq), int(env_seq.generate_state(1)[0])
 
 
 def start_run(args, env):
@@ -539,24 +461,21 @@ def main(args):
     fill_defaults(args)
     if args.eval_checkpoint:
         return load_and_evaluate(args)
-    device, rng = seed_everything(args)
+    device, rng, env_seed = seed_everything(args)
 
     # envs: one in this process for the spaces and the vectorised reward, num_envs for collecting
     env = make_env(args)
-    rewards = check_env(env, args)
+    check_env(env, args)
     T = envs.horizon(env)
     obs_dim, goal_dim, act_dim, max_u = dims(env)
-    gamma = args.gamma if args.gamma is not None else 1 - 1 / T
     vec_env = make_vec_env(args, args.num_envs)
-    vec_env.reset(seed=args.seed)
+    vec_env.reset(seed=env_seed)  # env i: env_seed + i
 
-    # networks (the critic and the targets only for the hybrid), normalisers, buffer
-    policy, critic, actor_target, critic_target, policy_opt, critic_opt = make_networks(env, args, device)
-    hybrid = critic is not None
+    # policy, normalisers, buffer
+    policy, policy_opt = make_policy(env, args, device)
     o_norm = Normalizer(obs_dim, args.norm_eps, args.clip_obs, args.clip_range)
     g_norm = Normalizer(goal_dim, args.norm_eps, args.clip_obs, args.clip_range)
     buffer = EpisodeBuffer(args.buffer_size, T, obs_dim, goal_dim, act_dim, env.unwrapped, rng)
-    her_p = 1 - 1 / (1 + args.replay_k) if hybrid else 1.0  # relabel probability of the normaliser's and critic's data
     run_dir, writer = start_run(args, env)
     ckpt_path = f"{run_dir}/{ALGO}.pt"
 
@@ -575,7 +494,7 @@ def main(args):
                 new = buffer.store(ep.obs, ep.ag, ep.g, ep.actions, ep.ep_len)
                 global_step += int(ep.ep_len.sum())
                 # normaliser statistics come from relabelled samples of the new episodes (goal stats see g')
-                sample = buffer.sample(int(ep.ep_len.sum()), her_p, episodes=new)
+                sample = buffer.sample(int(ep.ep_len.sum()), episodes=new)
                 o_norm.update(sample.obs)
                 g_norm.update(sample.g)
                 successes += list(ep.success)
@@ -583,21 +502,11 @@ def main(args):
             writer.add_scalar("charts/success_rate", np.mean(successes), global_step)
             writer.add_scalar("charts/episodic_return", np.mean(returns), global_step)
 
-            # U gradient steps (Alg. 1 lines 4-5): each draws a fresh q_h minibatch (E-step) and steps the M-step loss;
-            # the hybrid also draws HER's batch for its critic and its actor's Q term
+            # U gradient steps (Alg. 1 lines 4-5): each draws a fresh q_h minibatch (E-step) and steps the M-step loss
             for _ in range(args.n_batches):
-                h = buffer.sample(args.batch_size, 1.0)  # q_h: relabel probability 1
-                hem_batch, batch = (inputs(h.obs, h.g), torch.as_tensor(h.actions, device=device)), None
-                if hybrid:
-                    b = buffer.sample(args.batch_size, her_p)
-                    batch = (inputs(b.obs, b.g), *(torch.as_tensor(v, device=device) for v in (b.actions, b.rewards)),
-                             inputs(b.next_obs, b.g), torch.as_tensor(b.dones, device=device))
-                losses = update(batch, hem_batch, policy, critic, actor_target, critic_target, policy_opt, critic_opt,
-                                args, gamma, rewards)
+                h = buffer.sample(args.batch_size)
+                losses = update((inputs(h.obs, h.g), torch.as_tensor(h.actions, device=device)), policy, policy_opt)
                 grad_steps += 1
-            if hybrid:  # one Polyak update of both targets per iteration, as her_ddpg.py per cycle
-                soft_update(policy, actor_target, args.polyak)
-                soft_update(critic, critic_target, args.polyak)
             if global_step < next_eval and global_step < args.total_timesteps:
                 continue
             next_eval = (global_step // args.eval_interval + 1) * args.eval_interval

@@ -2,10 +2,9 @@
 """DDPG + Hindsight Experience Replay (Andrychowicz et al., NeurIPS 2017), with the OpenAI-baselines recipe
 (Plappert et al. 2018) that reproduces the published curves. The reference every other file here mirrors.
 
-Idea: with a sparse reward r = -1[goal not reached], almost every episode fails and teaches nothing. But each failed
-episode did reach *some* goals, the states it visited. Replaying a transition with its goal swapped for a goal
-achieved later in the same episode turns failures into successes for that goal, so an off-policy goal-conditioned
-critic Q(s, a, g) learns from every episode.
+Idea: with a sparse reward r = -1[goal not reached] almost every episode fails, yet each reached *some* goals, the
+states it visited. Replaying a transition with its goal swapped for one achieved later in the same episode turns
+failures into successes for that goal, so a goal-conditioned off-policy critic Q(s, a, g) learns from every episode.
 
 Equations implemented (each marked in the code):
   relabel (future):   g' = ag_{t+1+floor(U (T - t))} with probability 1 - 1/(1 + replay_k), else the episode's g
@@ -51,68 +50,39 @@ ALGO = "her_ddpg"
 
 @dataclass
 class Args:
-    env: str = "FetchReach"
-    """goal env: a short name (FetchReach, FetchPush, ContinuousSeek:d=10, Point2DFourRoom, ...) or a Gymnasium id"""
-    seed: int = 1
-    """seed of random, numpy, torch and the envs"""
-    total_timesteps: Optional[int] = None
-    """training env steps, all envs and workers counted (unset: 5k; 1M on FetchPush, PickAndPlace and Slide)"""
-    num_envs: Optional[int] = None
-    """parallel envs per worker; a cycle collects one episode from each (unset: 2; 16 on the block tasks)"""
-    async_envs: bool = False
-    """step the envs in subprocesses (gymnasium's AsyncVectorEnv) instead of in this process"""
-    eval_interval: Optional[int] = None
-    """env steps between evaluations (unset: 1k; 40k on the block tasks); one more ends the run"""
-    n_test_rollouts: Optional[int] = None
-    """deterministic evaluation episodes (unset: 10; 32 on the block tasks)"""
-    n_batches: int = 40
-    """gradient steps per cycle"""
-    batch_size: Optional[int] = None
-    """transitions per gradient step, per worker (unset: 256; 512 on the block tasks)"""
-    buffer_size: int = 1_000_000
-    """replay capacity in transitions, per worker"""
+    env: str = "FetchReach"  # goal env: a short name (FetchReach, ContinuousSeek:d=10, ...) or a Gymnasium id
+    seed: int = 1  # seed of random, numpy, torch and the envs
+    total_timesteps: Optional[int] = None  # env steps, all workers (unset: 5k; 1M on blocks)
+    num_envs: Optional[int] = None  # parallel envs per worker, an episode each per cycle (unset: 2; 16 on blocks)
+    async_envs: bool = False  # step the envs in subprocesses (gymnasium's AsyncVectorEnv) instead of in this process
+    eval_interval: Optional[int] = None  # env steps between evals (unset: 1k; 40k on blocks)
+    n_test_rollouts: Optional[int] = None  # deterministic evaluation episodes (unset: 10; 32 on blocks)
+    n_batches: int = 40  # gradient steps per cycle
+    batch_size: Optional[int] = None  # transitions per gradient step, per worker (unset: 256; 512 on blocks)
+    buffer_size: int = 1_000_000  # replay capacity in transitions, per worker
     replay_strategy: Literal["future", "final", "episode", "none"] = "future"
     """where relabelled goals come from: later in the episode, its last step, anywhere in it, or no relabeling"""
-    replay_k: int = 4
-    """relabelled : original goals ratio; the relabel probability is 1 - 1/(1 + replay_k) = 0.8"""
-    gamma: Optional[float] = None
-    """discount; unset: 1 - 1/T (0.98 for T = 50)"""
-    polyak: float = 0.95
-    """target smoothing: target <- polyak * target + (1 - polyak) * online, once per cycle"""
-    lr_actor: float = 1e-3
-    """Adam learning rate of the actor"""
-    lr_critic: float = 1e-3
-    """Adam learning rate of the critic"""
-    action_l2: float = 1.0
-    """weight of the actor's action penalty mean((pi / max_u)^2)"""
-    noise_eps: float = 0.2
-    """std of the Gaussian exploration noise, in units of max_u"""
-    random_eps: float = 0.3
-    """probability of a uniformly random action while collecting"""
-    hidden_dims: List[int] = field(default_factory=lambda: [256, 256, 256])
-    """hidden layer widths of actor and critic (ReLU)"""
-    clip_obs: float = 200.0
-    """observations and goals are clipped to +-clip_obs before normalising"""
-    clip_range: float = 5.0
-    """normalised inputs are clipped to +-clip_range"""
-    norm_eps: float = 0.01
-    """lower bound of the normaliser's std"""
-    save_model: bool = False
-    """write actor, normalisers and args to runs/<run>/her_ddpg.pt after each evaluation and at the end"""
-    eval_checkpoint: Optional[str] = None
-    """evaluate this checkpoint for --n-test-rollouts episodes instead of training"""
-    capture_video: bool = False
-    """with --eval-checkpoint: save the first evaluation episode as a GIF next to the checkpoint"""
-    torch_threads: int = 1
-    """PyTorch CPU threads per process (0: PyTorch's default, every core)"""
-    torch_deterministic: bool = True
-    """use deterministic torch algorithms"""
-    cuda: bool = False
-    """train on the GPU if one is available (with torchrun: one GPU per worker, nccl)"""
+    replay_k: int = 4  # relabelled : original goals ratio; the relabel probability is 1 - 1/(1 + replay_k) = 0.8
+    gamma: Optional[float] = None  # discount; unset: 1 - 1/T (0.98 for T = 50)
+    polyak: float = 0.95  # target smoothing: target <- polyak * target + (1 - polyak) * online, once per cycle
+    lr_actor: float = 1e-3  # Adam learning rate of the actor
+    lr_critic: float = 1e-3  # Adam learning rate of the critic
+    action_l2: float = 1.0  # weight of the actor's action penalty mean((pi / max_u)^2)
+    noise_eps: float = 0.2  # std of the Gaussian exploration noise, in units of max_u
+    random_eps: float = 0.3  # probability of a uniformly random action while collecting
+    hidden_dims: List[int] = field(default_factory=lambda: [256, 256, 256])  # hidden widths of actor and critic, ReLU
+    clip_obs: float = 200.0  # observations and goals are clipped to +-clip_obs before normalising
+    clip_range: float = 5.0  # normalised inputs are clipped to +-clip_range
+    norm_eps: float = 0.01  # lower bound of the normaliser's std
+    save_model: bool = False  # save actor, normalisers and args as a .pt file in the run folder at each evaluation
+    eval_checkpoint: Optional[str] = None  # evaluate this checkpoint for --n-test-rollouts episodes instead of training
+    capture_video: bool = False  # with --eval-checkpoint: save the first episode as a GIF next to the checkpoint
+    torch_threads: int = 1  # PyTorch CPU threads per process (0: PyTorch's default, every core)
+    torch_deterministic: bool = True  # use deterministic torch algorithms
+    cuda: bool = False  # train on the GPU if one is available (with torchrun: one GPU per worker, nccl)
 
 
-# Defaults of the flags left unset, per env. The block tasks need fresh, diverse data: 16 episodes per cycle (the
-# 800 env steps that baselines' 8 MPI workers x 2 envs collect) and a larger batch, on one process.
+# Per-env defaults of unset flags. Blocks (Push, PickAndPlace, Slide): 16 episodes per cycle, baselines' 8 workers x 2.
 ENV_DEFAULTS = {
     "default": dict(total_timesteps=5_000, num_envs=2, eval_interval=1_000, batch_size=256, n_test_rollouts=10),
     "FetchPush": dict(total_timesteps=1_000_000, num_envs=16, eval_interval=40_000, batch_size=512,
@@ -140,8 +110,7 @@ def all_reduce_sum(x):
 
 
 class Normalizer:
-    """Running mean/std of a vector input (baselines' Normalizer): clip +-clip_obs, standardise, clip +-clip_range.
-    With torchrun, each update adds every worker's sums and counts."""
+    """Running mean/std normaliser (baselines'): clip +-clip_obs, standardise, clip +-clip_range; sums over workers."""
 
     def __init__(self, size, eps=0.01, clip_obs=200.0, clip_range=5.0):
         self.eps, self.clip_obs, self.clip_range = eps, clip_obs, clip_range
@@ -162,8 +131,7 @@ class Normalizer:
         return np.clip((x - self.mean) / self.std, -self.clip_range, self.clip_range).astype(np.float32)
 
     def state_dict(self):
-        return {k: torch.as_tensor(v) for k, v in
-                {"sum": self.sum, "sumsq": self.sumsq, "count": self.count, "mean": self.mean, "std": self.std}.items()}
+        return {k: torch.as_tensor(getattr(self, k)) for k in ("sum", "sumsq", "count", "mean", "std")}
 
     def load_state_dict(self, state):
         self.sum, self.sumsq, self.mean, self.std = (state[k].numpy() for k in ("sum", "sumsq", "mean", "std"))
@@ -203,10 +171,7 @@ Batch = namedtuple("Batch", "obs actions rewards next_obs g dones")  # a relabel
 
 
 class EpisodeBuffer:
-    """Whole episodes as arrays obs[E, T+1], ag[E, T+1], g[E, T], actions[E, T]; sample() does the relabeling.
-
-    Episodes that end early (tasks that terminate on success) keep their length in ep_len; steps past it are unused.
-    """
+    """Whole episodes as arrays obs, ag [E, T+1], g, actions [E, T]; sample() relabels. Early ends: ep_len [E]."""
 
     def __init__(self, capacity, T, obs_dim, goal_dim, act_dim, env, strategy, replay_k, rng):
         self.E, self.T, self.env, self.strategy, self.rng = max(capacity // T, 1), T, env, strategy, rng
@@ -219,7 +184,6 @@ class EpisodeBuffer:
         self.ptr, self.size = 0, 0
 
     def store(self, obs, ag, g, actions, ep_len):
-        """Add a batch of episodes; returns their indices."""
         idx = (self.ptr + np.arange(len(ep_len))) % self.E
         self.obs[idx], self.ag[idx], self.g[idx], self.actions[idx], self.ep_len[idx] = obs, ag, g, actions, ep_len
         self.ptr, self.size = (self.ptr + len(ep_len)) % self.E, min(self.size + len(ep_len), self.E)
@@ -271,8 +235,7 @@ def update(batch, actor, critic, actor_target, critic_target, actor_opt, critic_
     critic.requires_grad_(False)  # the actor loss only needs dQ/da, not the critic's weight gradients
     actor_loss = -critic(x, pi).mean() + args.action_l2 * (pi / actor.max_u).pow(2).mean()  # DDPG + action L2
     critic.requires_grad_(True)
-    # both gradients come from the same critic, then both steps (baselines' her/ddpg.py computes both in one
-    # sess.run before either Adam update)
+    # both gradients from the same critic, then both steps (baselines' her/ddpg.py: one sess.run, then the Adams)
     critic_opt.zero_grad()
     actor_opt.zero_grad()
     critic_loss.backward()
@@ -339,8 +302,7 @@ def make_env(args, **kwargs):
 
 
 def make_vec_env(args, n):
-    """n copies of the goal env. rollout() resets them all at each cycle's start; an env whose episode ends early
-    is auto-reset by the next step, and rollout() stores nothing past that episode's end."""
+    """n copies of the goal env; rollout() resets them together and stores nothing past an episode's early end."""
     fns = [lambda: make_env(args) for _ in range(n)]
     return gym.vector.AsyncVectorEnv(fns) if args.async_envs else gym.vector.SyncVectorEnv(fns)
 
@@ -395,14 +357,13 @@ def load_and_evaluate(args):
     max_u = float(env.action_space.high[0])
     actor = Actor(*dims, env.action_space.shape[0], saved.hidden_dims, max_u)
     actor.load_state_dict(ckpt["actor"])
-    o_norm, g_norm = (Normalizer(d, saved.norm_eps, saved.clip_obs, saved.clip_range) for d in dims)
+    o_norm, g_norm = (Normalizer(dim, saved.norm_eps, saved.clip_obs, saved.clip_range) for dim in dims)
     o_norm.load_state_dict(ckpt["o_norm"])
     g_norm.load_state_dict(ckpt["g_norm"])
     vec_env = make_vec_env(saved, saved.num_envs)
     vec_env.reset(seed=args.seed)
-    rng = np.random.default_rng(args.seed)
-    sr, ret = evaluate(vec_env, actor, o_norm, g_norm, envs.horizon(env), "cpu", args.n_test_rollouts, saved, rng,
-                       max_u)
+    sr, ret = evaluate(vec_env, actor, o_norm, g_norm, envs.horizon(env), "cpu", args.n_test_rollouts, saved,
+                       np.random.default_rng(args.seed), max_u)
     print(f"{saved.env}: success rate {sr:.3f}, mean return {ret:.2f} over {args.n_test_rollouts} episodes")
     if args.capture_video:
         record_gif(saved, actor, o_norm, g_norm, args.eval_checkpoint.rsplit(".", 1)[0] + ".gif", args.seed)
@@ -430,8 +391,7 @@ def record_gif(args, actor, o_norm, g_norm, path, seed):
 
 
 def init_workers(args):
-    """(rank, world size, device). Under torchrun: a process group (gloo on CPU, nccl with --cuda), one seed per
-    worker. Otherwise one process, rank 0 of 1."""
+    """(rank, world size, device): under torchrun a process group (gloo, or nccl with --cuda), else rank 0 of 1."""
     cuda = args.cuda and torch.cuda.is_available()
     if "WORLD_SIZE" not in os.environ:
         return 0, 1, torch.device("cuda" if cuda else "cpu")
@@ -513,8 +473,7 @@ def main(args):
     vec_env = make_vec_env(args, args.num_envs)
     vec_env.reset(seed=seed)
     actor, critic, actor_target, critic_target, actor_opt, critic_opt = make_learner(env, args, device)
-    o_norm = Normalizer(obs_dim, args.norm_eps, args.clip_obs, args.clip_range)
-    g_norm = Normalizer(goal_dim, args.norm_eps, args.clip_obs, args.clip_range)
+    o_norm, g_norm = (Normalizer(dim, args.norm_eps, args.clip_obs, args.clip_range) for dim in (obs_dim, goal_dim))
     buffer = EpisodeBuffer(args.buffer_size, T, obs_dim, goal_dim, env.action_space.shape[0], env.unwrapped,
                            args.replay_strategy, args.replay_k, rng)
     run_dir, writer = start_run(env, args, world) if rank == 0 else (None, None)  # rank 0 logs, evaluates, saves

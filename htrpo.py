@@ -7,8 +7,7 @@ success, weights each step by the per-decision ratio pi~(a | s, g') / pi~(a | s,
 Equations implemented: goals by HGF (Alg. 2); r' = T_max - L + 1 at the first success L, else 0; weighted per-decision
 IS (Eq. 12); one-step TD advantages (Sec. 3.2); surrogate (Eq. 79) under the hindsight QKL <= delta (Eq. 80), solved
 by conjugate gradient and a line search (App. D.2). Deviations (docs/htrpo.md): delta 1e-3 (--paper: Tables 2-3);
-Hessian-vector products on 20 % of the samples. Usage: python htrpo.py [--env FetchReach] [--discrete 3]
-"""
+Hessian-vector products on 20 % of the samples. Usage: python htrpo.py [--env FetchReach] [--discrete 3]"""
 
 import os
 import random
@@ -42,7 +41,7 @@ class Args:
     num_envs: int = 4
     """envs stepped in lockstep while collecting and evaluating"""
     eval_interval: Optional[int] = None
-    """env steps between evaluations (unset: 4 batches; 10k on the block tasks); one more ends the run"""
+    """env steps between evaluations (unset: 4 batches; 8k on FetchReach, 10k on block tasks); one more ends the run"""
     n_test_rollouts: Optional[int] = None
     """greedy evaluation episodes (unset: 50; 20 on Fetch)"""
     algo: Literal["htrpo", "trpo", "hpg"] = "htrpo"
@@ -97,7 +96,7 @@ ENV_DEFAULTS = {
                     cg_damping=1e-3, hidden_dims=[64, 64], critic_iters=10, normalize=False),
     "BitFlip": dict(gamma=0.9, cg_damping=1e-2),  # and, for n bits, 16 n steps per batch, every goal up to n = 8
     "FetchReach": dict(total_timesteps=32_000, n_test_rollouts=20, steps_per_iter=400, n_goals=30, gamma=0.98,
-                       critic_iters=20, normalize=True),
+                       critic_iters=20, normalize=True, eval_interval=8_000),
 }
 ENV_DEFAULTS["FetchPush"] = ENV_DEFAULTS["FetchSlide"] = ENV_DEFAULTS["FetchPickAndPlace"] = dict(
     ENV_DEFAULTS["FetchReach"], total_timesteps=2_000_000, eval_interval=10_000)
@@ -115,8 +114,7 @@ def fill_defaults(args, env):
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    if args.eval_interval is None:
-        args.eval_interval = 4 * args.steps_per_iter
+    args.eval_interval = 4 * args.steps_per_iter if args.eval_interval is None else args.eval_interval
     return args
 
 
@@ -166,9 +164,8 @@ def orthogonal_init(net, out_gain):
 
 
 class Policy(nn.Module):
-    """pi(a | s, g) from a tanh MLP([s, g]). Discrete actions: (softmax + 0.01 / n) / 1.01, the authors' smoothing that
-    keeps every ratio finite. Box actions: N(max_u tanh(MLP), sigma^2), one state-independent log sigma per dimension
-    (starts at sigma = 1, floored at 0.1); samples are stored unclipped and the env sees them clipped."""
+    """pi(a | s, g), tanh MLP([s, g]). Discrete: (softmax + 0.01 / n) / 1.01, the authors' smoothing (finite ratios).
+    Box: N(max_u tanh(MLP), sigma^2), one log sigma per dimension from sigma = 1, floored at 0.1; env sees a clipped."""
 
     def __init__(self, in_dim, action_space, hidden_dims):
         super().__init__()
@@ -195,8 +192,7 @@ def flat_grad(y, params, **kwargs):
 
 def conjugate_gradient(Avp, b, iters=10, residual_tol=1e-10):
     """Solve A x = b for symmetric positive definite A given only x -> A x (x0 = 0)."""
-    x, r = torch.zeros_like(b), b.clone()
-    p, rr = r.clone(), r @ r
+    x, r, p, rr = torch.zeros_like(b), b.clone(), b.clone(), b @ b
     for _ in range(iters):
         Ap = Avp(p)
         alpha = rr / (p @ Ap)
@@ -211,9 +207,8 @@ def conjugate_gradient(Avp, b, iters=10, residual_tol=1e-10):
 # On-policy, no replay buffer: each batch is relabelled, weighted by importance ratios, and used for one policy step.
 
 def hgf(candidates, desired, n, rng):
-    """Hindsight Goal Filtering (Alg. 2, as in the authors' code HTRPOCODES/HTRPO-v2, agents/HTRPO.py): keep the
-    candidates inside the bounding box of the batch's real goals (on the dimensions where they vary), top up with the
-    outside ones nearest the real goals' mean, then pick n of them by farthest-point sampling from a random first."""
+    """Hindsight Goal Filtering (Alg. 2, as HTRPOCODES/HTRPO-v2, agents/HTRPO.py reads it): the candidates in the real
+    goals' box (on their varying dims), topped up with the outside ones nearest their mean; then n, farthest-first."""
     real = np.unique(np.round(desired, 2), axis=0)
     lo, hi = real.min(0), real.max(0)
     dims = lo != hi
@@ -252,10 +247,12 @@ def relabel(ag, ep_len, goals, env, T_max, r_success, dense=False, pairs=None):
 def importance_weights(logp_new, logp_orig, valid, weighted=True):
     """Per-decision ratios rho_ijt = exp(sum_{k <= t} (log pi~(a_k | s_k, g'_j) - log pi~(a_k | s_k, g_i))) (Eq. 12),
     0 on dropped steps; weighted IS divides by their sum over episodes for each goal j and step t. Shapes [N, M, T]."""
-    log_rho = np.cumsum((logp_new - logp_orig[:, None]) * valid, axis=2)
-    rho = (np.exp(np.clip(log_rho, -50, 50)) + 1e-10) * valid  # clip the exponent; the 1e-10 avoids 0 / 0
-    total = rho.sum(0, keepdims=True)
-    return np.divide(rho, total, out=np.zeros_like(rho), where=total > 0) if weighted else rho
+    log_rho = np.where(valid, np.cumsum((logp_new - logp_orig[:, None]) * valid, axis=2), -np.inf)
+    if not weighted:  # raw ratios: clip the exponent so that exp stays finite
+        return np.exp(np.clip(log_rho, -50, 50)) * valid
+    # no clip: the weights are unchanged by a shift per (j, t), so shift the largest log ratio to 0 before exp
+    rho = np.exp(log_rho - np.where(valid.any(0), log_rho.max(0), 0))
+    return rho / np.maximum(rho.sum(0, keepdims=True), 1.0)  # the sum is >= 1 where a step is kept, else rho = 0
 
 
 # One sample per kept step of every (episode, goal) pair; logp_old = log pi~(a | s, g'), pairs = lambda
@@ -268,8 +265,8 @@ def build_batch(ep, policy, o_norm, g_norm, env, T_max, r_success, args, rng, de
     2 decimals), all of them (n_goals 0) or n_goals picked by HGF or at random; --algo trpo: each episode's own."""
     goals, pairs = ep.g, np.eye(len(ep.ep_len), dtype=bool)
     if args.algo != "trpo":
-        T = ep.ag.shape[1] - 1
-        goals, pairs = np.unique(np.round(ep.ag[:, 1:][np.arange(T)[None] < ep.ep_len[:, None]], 2), axis=0), None
+        achieved = ep.ag[:, 1:][np.arange(ep.logp.shape[1]) < ep.ep_len[:, None]]  # ag_1 .. ag_L of each episode
+        goals, pairs = np.unique(np.round(achieved, 2), axis=0), None
         if args.n_goals and args.hgf:
             goals = hgf(goals, ep.g, args.n_goals, rng)
         elif args.n_goals and len(goals) > args.n_goals:
@@ -298,6 +295,7 @@ def update(batch, policy, critic, policy_opt, critic_opt, args, rng):
         adv = target - critic(x).squeeze(-1)
     discount = torch.as_tensor(args.gamma ** batch.steps.cpu().numpy(), dtype=torch.float32, device=x.device)
     adv_w = discount * batch.weights * ((adv - adv.mean()) / (adv.std() + 1e-10))  # A standardised over the batch
+    # (1 - gamma): the authors' code's (HTRPOCODES/HTRPO-v2, agents/HTRPO.py, mean_kl_divergence), not Eq. (80)'s
     kl_w = (1 - args.gamma) / batch.pairs * discount * batch.weights
     params, old = list(policy.parameters()), nn.utils.parameters_to_vector(policy.parameters()).detach()
 
@@ -350,7 +348,7 @@ Episodes = NamedTuple("Episodes", [(k, np.ndarray) for k in ("obs", "ag", "g", "
 
 
 def rollout(vec_env, policy, o_norm, g_norm, T, device, *, explore):
-    """One episode in each env (reset together, stepped in lockstep; nothing stored past an episode's end)."""
+    """One episode in each env (reset together, stepped in lockstep; steps past ep_len hold zeros or auto-resets)."""
     n, (ob, _) = vec_env.num_envs, vec_env.reset()
     obs, ag = (np.zeros((n, T + 1, ob[k].shape[-1]), np.float32) for k in ("observation", "achieved_goal"))
     actions = np.zeros((n, T, *vec_env.single_action_space.shape), np.float32)
@@ -362,26 +360,30 @@ def rollout(vec_env, policy, o_norm, g_norm, T, device, *, explore):
         with torch.no_grad():  # explore: sample from the policy; else its mode
             d = policy.dist(x)
             a = d.sample() if explore else d.probs.argmax(-1) if policy.discrete else d.mean
-            logp[:, t] = policy.log_prob(x, a).cpu().numpy()
-        a = a.cpu().numpy()
+            logp[:, t], a = policy.log_prob(x, a).cpu().numpy(), a.cpu().numpy()
         ob, r, terminated, _, info = vec_env.step(a if policy.discrete else np.clip(a, -policy.max_u, policy.max_u))
         actions[:, t], obs[:, t + 1], ag[:, t + 1] = a, ob["observation"], ob["achieved_goal"]
         ret += r * running
         success = np.where(running, info["is_success"], success)  # success at the episode's final step
         reached = np.where(running, np.maximum(reached, info["is_success"]), reached)
-        ended = running & (terminated | (t == T - 1))
-        ep_len[ended & terminated] = t + 1
-        running &= ~ended
+        ep_len[running & terminated] = t + 1  # else T: the loop ends there
+        running &= ~terminated
         if not running.any():
             break
     return Episodes(obs, ag, g, actions, ep_len, success, ret, logp, reached)
 
 
+def update_normalizers(o_norm, g_norm, ep):
+    """Add s_0 .. s_{L-1}, g and ag_1 .. ag_L of each episode, skipping steps past its length L (zeros or resets)."""
+    kept = np.arange(ep.logp.shape[1]) < ep.ep_len[:, None]
+    o_norm.update(ep.obs[:, :-1][kept])
+    g_norm.update(np.concatenate([ep.g, ep.ag[:, 1:][kept]]))
+
+
 def evaluate(vec_env, policy, o_norm, g_norm, T, device, n_episodes):
     """Greedy policy; returns (success at the final step, mean env return, reached at any step)."""
-    eps = []
-    while sum(len(e.ret) for e in eps) < n_episodes:
-        eps.append(rollout(vec_env, policy, o_norm, g_norm, T, device, explore=False))
+    eps = [rollout(vec_env, policy, o_norm, g_norm, T, device, explore=False)
+           for _ in range(-(-n_episodes // vec_env.num_envs))]  # ceil(n_episodes / num_envs) rounds of num_envs
     ep = Episodes(*map(np.concatenate, zip(*eps)))
     return [float(v[:n_episodes].mean()) for v in (ep.success, ep.ret, ep.reached)]
 
@@ -509,16 +511,14 @@ def main(args):
             for key, value in stats.items():
                 writer.add_scalar(f"stats/{key}", value, global_step)
             if args.normalize:
-                o_norm.update(ep.obs[:, :-1][np.arange(T)[None] < ep.ep_len[:, None]])
-                g_norm.update(np.concatenate([ep.g, ep.ag[:, 1:].reshape(-1, ep.g.shape[-1])]))
+                update_normalizers(o_norm, g_norm, ep)
             if global_step // args.eval_interval == (global_step - steps) // args.eval_interval and \
                     global_step < args.total_timesteps:
                 continue
 
             # every eval_interval env steps and at the end: evaluate the greedy policy, log, checkpoint
             sr, eval_ret, reached = evaluate(vec_env, policy, o_norm, g_norm, T, device, args.n_test_rollouts)
-            elapsed = time.time() - start_time
-            sps = int(global_step / elapsed)
+            sps = int(global_step / (elapsed := time.time() - start_time))
             for key, value in {"eval/success_rate": sr, "eval/episodic_return": eval_ret, "eval/reached_rate": reached,
                                "charts/SPS": sps, "charts/gradient_steps": grad_steps}.items():
                 writer.add_scalar(key, value, global_step)

@@ -1,10 +1,9 @@
 # SPDX-License-Identifier: MIT -- docs: docs/mher.md
 """MHER: Model-based Hindsight Experience Replay (Yang et al., 2021), with the paper's baselines and ablations.
 
-Idea: HER relabels a transition with a goal the *logged* episode reached later. MHER learns a dynamics model, rolls
-the target actor n steps forward in it from s_{t+1} under the original goal, and relabels with the achieved goal of
-a visited state: only the goal is imagined, s_t, a_t and s_{t+1} stay real. These goals follow the improving policy
-towards the desired goal (Sec. 5.4), and the actor also imitates the executed action on them (weight alpha).
+Idea: HER relabels with goals the *logged* episode reached later. MHER rolls the target actor n steps from s_{t+1}
+(original goal) in a learned dynamics model and relabels with the achieved goal of a visited state: only the goal is
+imagined, and it follows the improving policy (Sec. 5.4); the actor also imitates the executed action on it (alpha).
 
 Equations implemented (each marked in the code):
   model:  s' = s + std_o m(norm(s), norm(a)), loss |m - (norm(s') - norm(s))|^2               (Eq. 4; MSE or L1)
@@ -14,14 +13,11 @@ Equations implemented (each marked in the code):
   actor:  -mean Q(s, pi(s, g'), g') + action_l2 mean (pi/max_u)^2 + alpha mean_batch[mask mean_dims (a - pi(s, g'))^2]
           (Eq. 6, the joint loss; its last term is Eq. 5's supervised loss on the relabelled samples)
 --algo, the paper's comparisons (Sec. 5.2, 5.5): mher; her (future goals, no SL); ddpg (desired goals only);
-ddpg_mbr ("no SL"); ddpg_sl ("no MBR": desired goals, SL on MBR goals); gcsl (no critic, SL on future goals, App. D.2).
-Deviations from the paper follow the authors' code (YangRui2015/Model-basedHER, mher/algo/samplers.py, ddpg.py):
-the SL term's averaging, target-actor rollouts with noise, warm-up episodes for every method; see docs/mher.md.
+ddpg_mbr ("no SL"); ddpg_sl ("no MBR": DDPG on desired goals, a separate SL step on MBR goals); gcsl (App. D.2).
+Deviations from the paper follow the authors' code (YangRui2015/Model-basedHER, mher/algo/): see docs/mher.md.
 
-Usage:
-  python mher.py --env FetchReach                             # the demo: 20 random + 80 training episodes, solved
-  python mher.py --env Point2D --algo her --eval-interval 100 --n-test-rollouts 50
-  python mher.py --eval-checkpoint runs/<run>/mher.pt --n-test-rollouts 100
+Usage: python mher.py --env FetchReach         # the demo: 20 random + 80 training episodes, solved
+       python mher.py --env Point2D --algo her --eval-interval 100 --n-test-rollouts 50
 """
 
 import os
@@ -62,7 +58,7 @@ class Args:  # one field per knob; the comment after each field is its --help te
     replay_k: int = 4  # her: relabelled : original goals ratio (gcsl: all relabelled); also the normalisers' goals
     mbr_ratio: float = 0.8  # fraction of each batch relabelled by the model (the rest keeps the desired goal)
     n_steps: int = 5  # n, model steps per rollout; g' is drawn from the n + 1 states visited
-    alpha: float = 3.0  # weight of the supervised term (mher, ddpg_sl)
+    alpha: float = 3.0  # weight of Eq. 6's supervised term (mher; ddpg_sl: the code's leftover term on desired goals)
     gamma: Optional[float] = None  # discount; unset: 1 - 1/T (0.99 for T = 100)
     polyak: float = 0.9  # target smoothing: target <- polyak * target + (1 - polyak) * online, once per cycle
     lr_actor: float = 1e-3  # Adam learning rate of the actor
@@ -156,15 +152,14 @@ class Batch(NamedTuple):
 
 
 class EpisodeBuffer:
-    """Whole episodes as arrays obs[E, T+1], ag[E, T+1], g[E, T], actions[E, T]; sample() does HER's relabeling.
-    Episodes that end early (tasks that terminate on success) keep their length in ep_len; steps past it are unused."""
+    """Whole episodes obs[E, T+1], ag[E, T+1], g[E, T], actions[E, T] and their lengths ep_len (tasks that end on
+    success end early; later steps are unused); sample() does HER's relabeling."""
 
     def __init__(self, capacity, T, obs_dim, goal_dim, act_dim, env, future_p, rng):
         self.E, self.T, self.env, self.future_p, self.rng = max(capacity // T, 1), T, env, future_p, rng
         self.obs, self.ag = (np.zeros((self.E, T + 1, dim), np.float32) for dim in (obs_dim, goal_dim))
         self.g, self.actions = (np.zeros((self.E, T, dim), np.float32) for dim in (goal_dim, act_dim))
-        self.ep_len = np.zeros(self.E, np.int64)
-        self.ptr, self.size = 0, 0
+        self.ep_len, self.ptr, self.size = np.zeros(self.E, np.int64), 0, 0
 
     def store(self, obs, ag, g, actions, ep_len):
         """Add a batch of episodes; returns their indices."""
@@ -239,8 +234,7 @@ def goal_indices(obs, ag, env_name):
     idx = [next((j for j in range(obs.shape[-1]) if np.array_equal(obs[..., j], ag[..., i])), None)
            for i in range(ag.shape[-1])]
     if None in idx:
-        raise envs.EnvError(f"{env_name}: model-based relabeling needs the achieved goal to be coordinates of the "
-                            "observation (phi), and it is not")
+        raise envs.EnvError(f"{env_name}: MBR needs the achieved goal to be coordinates of the observation (phi)")
     return np.array(idx)
 
 
@@ -288,6 +282,11 @@ def update(batch, actor, critic, actor_target, critic_target, actor_opt, critic_
     x, a, r, x2, d, x_sl, mask = batch
     if args.algo == "gcsl":  # App. D.2: ||a_t - pi(s_t, g')||^2 on every (future-relabelled) sample; no critic
         return {"sl_loss": step(actor_opt, sl_loss(actor, x, a, torch.ones_like(r)))}
+    if args.algo == "ddpg_sl":  # Sec. 5.5 "no MBR" as the code runs it (ddpg.py train_policy): an SL step, weight 1,
+        sl_step = step(actor_opt, sl_loss(actor, x_sl[mask > 0], a[mask > 0], 1.0)) if mask.any() else float("nan")
+        for net, target in ((actor, actor_target), (critic, critic_target)) * 3:  # on the MBR samples alone, then 3
+            soft_update(net, target, args.polyak)  # soft updates of both targets, which the critic's target y uses
+        x_sl = x  # the code's joint loss still has alpha * mask * BC on g: ddpg.py builds it before alpha = 0
     with torch.no_grad():
         y = td_target(r, d, critic_target(x2, actor_target(x2)), gamma, rewards)
     q = critic(x, a)
@@ -298,7 +297,7 @@ def update(batch, actor, critic, actor_target, critic_target, actor_opt, critic_
     actor_loss = -critic(x, pi).mean() + args.action_l2 * (pi / actor.max_u).pow(2).mean() + alpha * sl  # Eq. 6
     critic.requires_grad_(True)
     return {"critic_loss": critic_loss, "actor_loss": step(actor_opt, actor_loss), "q_values": q.mean().item(),
-            "sl_loss": sl.item()}
+            "sl_loss": sl_step if args.algo == "ddpg_sl" else sl.item()}
 # ---- end ----
 
 
@@ -323,8 +322,7 @@ def rollout(vec_env, actor, o_norm, g_norm, T, device, args, rng, max_u, *, expl
     """One episode in each env (reset together, in lockstep); explore: HER's exploration; uniform: random actions."""
     n = vec_env.num_envs
     ob, _ = vec_env.reset()
-    obs = np.zeros((n, T + 1, ob["observation"].shape[-1]), np.float32)
-    ag = np.zeros((n, T + 1, ob["achieved_goal"].shape[-1]), np.float32)
+    obs, ag = (np.zeros((n, T + 1, ob[k].shape[-1]), np.float32) for k in ("observation", "achieved_goal"))
     g = np.zeros((n, T, ob["desired_goal"].shape[-1]), np.float32)
     actions = np.zeros((n, T, vec_env.single_action_space.shape[0]), np.float32)
     ep_len, success, ret, running = np.full(n, T), np.zeros(n), np.zeros(n), np.ones(n, bool)
@@ -355,12 +353,9 @@ def rollout(vec_env, actor, o_norm, g_norm, T, device, args, rng, max_u, *, expl
 
 def evaluate(vec_env, actor, o_norm, g_norm, T, device, n_episodes, args, rng, max_u):
     """Deterministic policy; success = is_success at each episode's final step. Returns (success rate, return)."""
-    successes, returns = [], []
-    while len(successes) < n_episodes:
-        ep = rollout(vec_env, actor, o_norm, g_norm, T, device, args, rng, max_u, explore=False)
-        successes += list(ep.success)
-        returns += list(ep.ret)
-    return float(np.mean(successes[:n_episodes])), float(np.mean(returns[:n_episodes]))
+    eps = [rollout(vec_env, actor, o_norm, g_norm, T, device, args, rng, max_u, explore=False)
+           for _ in range(-(-n_episodes // vec_env.num_envs))]  # ceil(n_episodes / num_envs) rounds
+    return tuple(float(np.concatenate([getattr(ep, k) for ep in eps])[:n_episodes].mean()) for k in ("success", "ret"))
 
 
 def make_env(args, **kwargs):
@@ -368,8 +363,7 @@ def make_env(args, **kwargs):
 
 
 def make_vec_env(args, n, seed):
-    """n copies of the goal env, seeded. rollout() resets them all at each cycle's start; an env whose episode ends
-    early is auto-reset by the next step, and rollout() stores nothing past that episode's end."""
+    """n copies of the goal env, seeded; rollout() resets them together and stores nothing past an episode's end."""
     vec_env = gym.vector.SyncVectorEnv([lambda: make_env(args) for _ in range(n)])
     vec_env.reset(seed=seed)
     return vec_env
@@ -379,8 +373,7 @@ def check_env(env, args):
     """One-line errors for envs and budgets this script cannot handle; returns the env's (r_fail, r_success)."""
     space = env.action_space
     if not isinstance(space, gym.spaces.Box) or np.any(space.high != space.high[0]) or np.any(space.low != -space.high):
-        raise envs.EnvError(f"{args.env} has {space} actions; MHER needs a continuous Box action space "
-                            "[-max_u, max_u]^n")
+        raise envs.EnvError(f"{args.env} has {space} actions; MHER needs a continuous Box action space [-u, u]^n")
     goals = env.observation_space["achieved_goal"], env.observation_space["desired_goal"]  # FrankaKitchen: dicts
     if not all(isinstance(s, gym.spaces.Box) for s in goals) or goals[0].shape != goals[1].shape:
         raise envs.EnvError(f"{args.env}: achieved and desired goals are not arrays of one shape to relabel")
@@ -426,12 +419,24 @@ def load_and_evaluate(args):
     o_norm, g_norm = (Normalizer(d, saved.norm_eps, saved.clip_obs, saved.clip_range) for d in dims)
     o_norm.load_state_dict(ckpt["o_norm"])
     g_norm.load_state_dict(ckpt["g_norm"])
-    vec_env = make_vec_env(saved, saved.num_envs, args.seed)
-    sr, ret = evaluate(vec_env, actor, o_norm, g_norm, envs.horizon(env), "cpu", args.n_test_rollouts, saved,
-                       np.random.default_rng(args.seed), max_u)
+    rng, env_seed = seed_everything(args)
+    vec_env = make_vec_env(saved, saved.num_envs, env_seed)
+    sr, ret = evaluate(vec_env, actor, o_norm, g_norm, envs.horizon(env), "cpu", args.n_test_rollouts, saved, rng,
+                       max_u)
     print(f"{saved.env}: success rate {sr:.3f}, mean return {ret:.2f} over {args.n_test_rollouts} episodes")
     vec_env.close()
     return sr
+
+
+def seed_everything(args):
+    """Seed random, numpy and torch; returns the agent's generator and the envs' seed, two independent streams."""
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.set_num_threads(args.torch_threads or torch.get_num_threads())  # 0: PyTorch's default
+    agent, env = np.random.SeedSequence(args.seed).spawn(2)  # default_rng(seed) would draw env.reset(seed)'s stream
+    return np.random.default_rng(agent), int(env.generate_state(1)[0])
 
 
 def make_networks(obs_dim, goal_dim, act_dim, max_u, args, device):
@@ -449,14 +454,8 @@ def make_networks(obs_dim, goal_dim, act_dim, max_u, args, device):
 def main(args):
     if args.eval_checkpoint:
         return load_and_evaluate(args)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    if args.torch_threads > 0:
-        torch.set_num_threads(args.torch_threads)
+    rng, env_seed = seed_everything(args)
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-    rng = np.random.default_rng(args.seed)
 
     # envs: one in this process for the spaces and the vectorised reward, num_envs for collecting
     env = make_env(args)
@@ -465,7 +464,7 @@ def main(args):
     obs_dim, goal_dim = env.observation_space["observation"].shape[0], env.observation_space["desired_goal"].shape[0]
     act_dim, max_u = env.action_space.shape[0], float(env.action_space.high[0])
     gamma = args.gamma if args.gamma is not None else 1 - 1 / T
-    vec_env = make_vec_env(args, args.num_envs, args.seed)
+    vec_env = make_vec_env(args, args.num_envs, env_seed)
     use_model, alpha = args.algo in ("mher", "ddpg_mbr", "ddpg_sl"), args.alpha * (args.algo in ("mher", "ddpg_sl"))
     her_p = 1 - 1 / (1 + args.replay_k)  # the normalisers' goal samples, every method
     future_p = {"her": her_p, "gcsl": 1.0}.get(args.algo, 0.0)  # MHER uses no future goals
@@ -476,8 +475,7 @@ def main(args):
     buffer = EpisodeBuffer(args.buffer_size, T, obs_dim, goal_dim, act_dim, env.unwrapped, future_p, rng)
     run_dir = f"runs/{args.env.replace(':', '_')}__{ALGO}_{args.algo}__{args.seed}__{int(time.time())}"
     writer, ckpt_path = SummaryWriter(run_dir), f"{run_dir}/{ALGO}.pt"
-    table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
-    writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|" + "".join(f"\n|{k}|{v}|" for k, v in vars(args).items()))
     print(f"{ALGO} | {env.spec.id} | {args.total_timesteps:,} env steps | seed {args.seed} | run {run_dir} | "
           "tensorboard --logdir runs", flush=True)
 
@@ -536,12 +534,11 @@ def main(args):
     finally:
         for resource in (vec_env, env, writer):
             resource.close()
-    saved = ""
+    saved = f" | checkpoint {ckpt_path} (evaluate: python {ALGO}.py --eval-checkpoint {ckpt_path})"
     if args.save_model:
         save_checkpoint(ckpt_path, actor, o_norm, g_norm, args)
-        saved = f" | checkpoint {ckpt_path} (evaluate: python {ALGO}.py --eval-checkpoint {ckpt_path})"
     print(f"{ALGO} done | success {sr:.2f} | {global_step:,} env steps | {grad_steps:,} gradient steps | "
-          f"{time.time() - start_time:.0f} s{saved}", flush=True)
+          f"{time.time() - start_time:.0f} s{saved if args.save_model else ''}", flush=True)
     return sr
 
 

@@ -31,10 +31,8 @@ Exactness notes: only active slots are encoded. Padding contributes b^2 E = 0 to
 R_item = 0, so dropping it changes no value or gradient; the gradient error is still divided by B x n_max. With gates
 in {0, 1}, b and b^2 pool to the same h, so the actor reuses the critic's pooled embedding (detached).
 
-Deviations from the paper (App. Table 4): updates run after each collected episode, one per env step collected (the
-paper: one after every env step; same count). The default networks and batch are smaller than Table 4's (encoder
-2 x 64, heads 64, batch 64 against 2 x 400, 400, 256) and the default budget is 40k env steps (the paper: 160k);
---paper restores Table 4's widths and batch.
+Deviations from the paper (App. Table 4): smaller default networks and batch (encoder 2 x 64, heads 64, batch 64
+against 2 x 400, 400, 256; --paper restores them) and a 40k env-step default budget (the paper: 160k).
 
 Usage:
   python multi_reengage.py                                        # DriveSeek, alpha 20, 40k env steps
@@ -51,7 +49,7 @@ import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass
-from typing import List, NamedTuple, Optional
+from typing import List, Literal, NamedTuple, Optional
 
 import gymnasium as gym
 import numpy as np
@@ -76,7 +74,9 @@ class Args:
     total_timesteps: int = 40_000
     """training env steps, all envs counted, random episodes included"""
     num_envs: int = 1
-    """parallel envs; each round collects one episode from each, then one gradient step per env step collected"""
+    """parallel envs, stepped in lockstep; each round collects one episode from each"""
+    update_schedule: Literal["step", "episode"] = "step"
+    """one gradient step per env step, taken after every env step (step: Table 4) or all after the episode (episode)"""
     random_episodes: int = 25
     """episodes of uniformly random actions before learning starts (25 x 40 steps = Table 4's 1000 steps)"""
     eval_interval: int = 4000
@@ -210,21 +210,32 @@ class EpisodeBuffer:
         self.ag = np.zeros((self.E, T + 1, ag_dim), np.float32)
         self.goals = np.zeros((self.E, goal_dim), np.float32)
         self.actions = np.zeros((self.E, T, act_dim), np.float32)
-        self.ptr, self.size = 0, 0
+        self.ptr, self.size, self.new, self.new_len = 0, 0, None, 0
 
     def store(self, z, ag, goals, actions):
         idx = (self.ptr + np.arange(len(goals))) % self.E
         self.z[idx], self.ag[idx], self.goals[idx], self.actions[idx] = z, ag, goals, actions
         self.ptr, self.size = (self.ptr + len(goals)) % self.E, min(self.size + len(goals), self.E)
+        self.new, self.new_len = None, 0
+
+    def stage(self, new, new_len):
+        """Episodes in progress (z, ag, goals, actions): their first new_len transitions are sampled until store()."""
+        self.new, self.new_len = new, new_len
 
     def sample(self, batch_size):
-        e = self.rng.integers(0, self.size, batch_size)
-        t = self.rng.integers(0, self.T, batch_size)
-        goals = self.goals[e]
+        """Uniform over the stored transitions and the staged ones."""
+        n_old, n_new = self.size * self.T, len(self.new[2]) * self.new_len if self.new else 0
+        i = self.rng.integers(0, n_old + n_new, batch_size)
+        sources = [(self.z, self.ag, self.goals, self.actions, i[i < n_old], self.T)]
+        if self.new:
+            sources.append((*self.new, i[i >= n_old] - n_old, self.new_len))
+        parts = [(z[e, t], a[e, t], z[e, t + 1], ag[e, t + 1], g[e])
+                 for z, ag, g, a, idx, length in sources for e, t in [np.divmod(idx, length)]]
+        z, actions, z2, ag2, goals = (np.concatenate(x) for x in zip(*parts))
         # Eq. (13-14): the per-goal rewards R_item(s', g_i), from the env; r = their sum (goals are distinct cells)
-        r_item = self.env.compute_reward_per_goal(self.ag[e, t + 1], goals).astype(np.float32)
+        r_item = self.env.compute_reward_per_goal(ag2, goals).astype(np.float32)
         dones = np.zeros(batch_size, np.float32)  # the goal-set envs never end an episode early
-        return Batch(self.z[e, t], self.actions[e, t], r_item.sum(-1), self.z[e, t + 1], goals, dones, r_item)
+        return Batch(z, actions, r_item.sum(-1), z2, goals, dones, r_item)
 
 
 def td_target(r, d, q_next, gamma):
@@ -287,6 +298,17 @@ def soft_update(net, target, polyak):
             p_t.lerp_(p, 1 - polyak)
 
 
+def train(n, buffer, nets, args, device):
+    """n gradient steps, each followed by the Polyak step of both targets; returns the last losses."""
+    losses = {}
+    for _ in range(n):
+        b = buffer.sample(args.batch_size)
+        losses = update(Batch(*(torch.as_tensor(x, device=device) for x in b)), *nets, args, args.gamma)
+        soft_update(nets[0], nets[2], args.polyak)
+        soft_update(nets[1], nets[3], args.polyak)
+    return losses
+
+
 class Episodes(NamedTuple):
     z: np.ndarray  # [n, T+1, z_dim], z = [achieved goal, observation]
     ag: np.ndarray  # [n, T+1, ag_dim]
@@ -296,9 +318,10 @@ class Episodes(NamedTuple):
     ret: np.ndarray  # [n], undiscounted return: the number of steps spent on a goal
 
 
-def rollout(vec_env, actor, critic, T, device, args, rng, max_u, *, explore, random_actions=False):
+def rollout(vec_env, actor, critic, T, device, args, rng, max_u, *, explore, random_actions=False, on_step=None):
     """One episode in each env (reset together, stepped in lockstep; these envs never end early). explore adds
-    Gaussian noise; random_actions (the warm-up) acts uniformly at random instead."""
+    Gaussian noise; random_actions (the warm-up) acts uniformly at random instead. on_step((z, ag, goals, actions),
+    t + 1) runs after env step t, the arrays filled up to it."""
     n = vec_env.num_envs
     ob, _ = vec_env.reset()
     z = np.zeros((n, T + 1, ob["achieved_goal"].shape[-1] + ob["observation"].shape[-1]), np.float32)
@@ -318,6 +341,8 @@ def rollout(vec_env, actor, critic, T, device, args, rng, max_u, *, explore, ran
         z[:, t + 1] = np.concatenate([ob["achieved_goal"], ob["observation"]], -1)
         ret += r
         success = np.maximum(success, info["is_success"])  # ever rewarded
+        if on_step:
+            on_step((z, ag, goals, actions), t + 1)
     return Episodes(z, ag, goals, actions, success, ret)
 
 
@@ -331,8 +356,8 @@ def evaluate(vec_env, actor, critic, T, device, n_episodes, args, rng, max_u):
     return float(np.mean(successes[:n_episodes])), float(np.mean(returns[:n_episodes]))
 
 
-def make_env(args, **kwargs):
-    return envs.make(args.env, **kwargs)
+def make_env(args):
+    return envs.make(args.env)
 
 
 def make_vec_env(args, n):
@@ -346,8 +371,7 @@ def check_env(env, args):
         raise envs.EnvError(f"{args.env} has no per-goal reward (compute_reward_per_goal); Multi-ReenGAGE needs a "
                             f"goal-set env such as DriveSeek or NoisySeek")
     space = env.action_space
-    if not isinstance(space, gym.spaces.Box) or not np.all(space.high == space.high[0]) or \
-            not np.all(space.low == -space.high):
+    if not isinstance(space, gym.spaces.Box) or len({*space.high, *-space.low}) != 1:  # one bound max_u = high = -low
         raise envs.EnvError(f"{args.env}: DDPG here needs a symmetric continuous action box, got {space}")
     for name in ("total_timesteps", "num_envs", "batch_size", "buffer_size", "eval_interval", "n_test_rollouts",
                  "embed_dim"):
@@ -363,8 +387,7 @@ def make_nets(env, args):
     """Actor and critic for this env's z = [achieved goal, observation] and action sizes."""
     z_dim = sum(env.observation_space[k].shape[0] for k in ("achieved_goal", "observation"))
     act_dim, max_u = env.action_space.shape[0], float(env.action_space.high[0])
-    n_max = env.unwrapped.n_max
-    critic = Critic(z_dim, act_dim, args.encoder_dims, args.embed_dim, args.hidden_dims, n_max, max_u)
+    critic = Critic(z_dim, act_dim, args.encoder_dims, args.embed_dim, args.hidden_dims, env.unwrapped.n_max, max_u)
     return Actor(z_dim, act_dim, args.embed_dim, args.hidden_dims, max_u), critic
 
 
@@ -450,41 +473,41 @@ def main(args):
     env = make_env(args)
     check_env(env, args)
     T = envs.horizon(env)
-    ag_dim, goal_dim = env.observation_space["achieved_goal"].shape[0], env.observation_space["desired_goal"].shape[0]
+    ag_dim, goal_dim, obs_dim = (env.observation_space[k].shape[0] for k in ("achieved_goal", "desired_goal",
+                                                                               "observation"))
     act_dim, max_u = env.action_space.shape[0], float(env.action_space.high[0])
     vec_env = make_vec_env(args, args.num_envs)
     vec_env.reset(seed=args.seed)
 
     # networks, optimisers, buffer; the actor has no encoder of its own (it reads the critic's)
-    actor, critic, actor_target, critic_target, actor_opt, critic_opt = make_learner(env, args, device)
-    z_dim = ag_dim + env.observation_space["observation"].shape[0]
-    buffer = EpisodeBuffer(args.buffer_size, T, z_dim, ag_dim, goal_dim, act_dim, env.unwrapped, rng)
+    actor, critic, *_ = nets = make_learner(env, args, device)
+    buffer = EpisodeBuffer(args.buffer_size, T, ag_dim + obs_dim, ag_dim, goal_dim, act_dim, env.unwrapped, rng)
     run_dir, writer = start_logging(env, args)
     ckpt_path = f"{run_dir}/{ALGO}.pt"
 
     global_step, grad_steps, episodes, next_eval, start_time = 0, 0, 0, args.eval_interval, time.time()
-    sr, ret_eval, losses = 0.0, 0.0, {}
+    sr, ret_eval, losses, per_step = 0.0, 0.0, {}, args.update_schedule == "step"
+
+    def on_step(new, new_len):  # Table 4: a gradient step after each env step; as in SB3's buffer, the newest included
+        buffer.stage(new, new_len)
+        losses.update(train(args.num_envs, buffer, nets, args, device))
     try:
         while global_step < args.total_timesteps:
-            # collect one episode per env (uniformly random actions during the warm-up) and store it
+            # collect one episode per env (uniformly random actions during the warm-up) and store it. Learning
+            # starts after the random episodes (step), or with the round that completes them (episode)
+            learning = episodes + (0 if per_step else args.num_envs) >= args.random_episodes
             ep = rollout(vec_env, actor, critic, T, device, args, rng, max_u, explore=True,
-                         random_actions=episodes < args.random_episodes)
+                         random_actions=episodes < args.random_episodes, on_step=learning and per_step and on_step)
             buffer.store(ep.z, ep.ag, ep.g, ep.actions)
             steps = T * args.num_envs
+            if learning and not per_step:  # the episode schedule: all of the round's gradient steps now
+                losses.update(train(steps, buffer, nets, args, device))
             global_step, episodes = global_step + steps, episodes + args.num_envs
+            grad_steps += steps if learning else 0
             writer.add_scalar("charts/success_rate", ep.success.mean(), global_step)
             writer.add_scalar("charts/episodic_return", ep.ret.mean(), global_step)
             writer.add_scalar("stats/active_goals", float((ep.g[:, 0::3] != 0).sum(-1).mean()), global_step)
 
-            # one gradient step per env step collected (Table 4: train every step), each followed by the Polyak
-            # step of both targets; learning starts with the round that completes the random episodes
-            for _ in range(steps if episodes >= args.random_episodes else 0):
-                b = buffer.sample(args.batch_size)
-                losses = update(Batch(*(torch.as_tensor(x, device=device) for x in b)), actor, critic, actor_target,
-                                critic_target, actor_opt, critic_opt, args, args.gamma)
-                soft_update(actor, actor_target, args.polyak)
-                soft_update(critic, critic_target, args.polyak)
-                grad_steps += 1
             if global_step < next_eval and global_step < args.total_timesteps:
                 continue
             next_eval = (global_step // args.eval_interval + 1) * args.eval_interval
@@ -497,9 +520,8 @@ def main(args):
             sps = int(global_step / elapsed)
             writer.add_scalar("eval/success_rate", sr, global_step)
             writer.add_scalar("eval/episodic_return", ret_eval, global_step)
-            writer.add_scalar("charts/SPS", sps, global_step)
-            writer.add_scalar("charts/gradient_steps", grad_steps, global_step)
-            writer.add_scalar("charts/episodes", buffer.size, global_step)
+            for tag, value in (("SPS", sps), ("gradient_steps", grad_steps), ("episodes", buffer.size)):
+                writer.add_scalar(f"charts/{tag}", value, global_step)
             left = elapsed / global_step * max(args.total_timesteps - global_step, 0)
             print(f"step {global_step:>8}/{args.total_timesteps} | success {sr:.2f} | return {ret_eval:7.2f} | "
                   f"SPS {sps:>5} | {elapsed:5.0f}s elapsed, ~{left:.0f}s left", flush=True)

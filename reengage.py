@@ -15,8 +15,8 @@ Equations implemented (each marked in the code):
 Workers (torchrun): each collects into its own buffer and samples its own batches; gradients are averaged every
 step and normaliser sums added up across workers, as baselines' MpiAdam and MPI normaliser do.
 Regimes, the paper's own, picked by the env (--regime overrides): seek on ContinuousSeek (Table 1, the authors' SB3
-DDPG: raw inputs, 1000 random steps, a gradient step per env step), baselines (her_ddpg.py's) otherwise. Deviations
-from the paper: none in the term; the seek regime differs from SB3 in small ways, listed in docs/reengage.md.
+DDPG: raw inputs, 1000 random steps, per env step a gradient step and a Polyak update, SB3 1.x's future), else
+baselines (her_ddpg.py's). Deviations: none in the term; the seek regime's small ones are listed in docs/reengage.md.
 
 Usage:
   python reengage.py [--alpha 0]                               # seek regime: ContinuousSeek d=10, 20k env steps
@@ -49,76 +49,45 @@ ALGO = "reengage"
 
 @dataclass
 class Args:
-    env: str = "ContinuousSeek:d=10"
-    """goal env: a short name (FetchReach, FetchPush, ContinuousSeek:d=10, Point2DFourRoom, ...) or a Gymnasium id"""
-    regime: Optional[Literal["seek", "baselines"]] = None
-    """the paper's recipe that sets every flag left unset (unset: seek on ContinuousSeek, baselines otherwise)"""
-    alpha: Optional[float] = None
-    """weight of the goal-gradient term, Eq. (9); 0 gives DDPG + HER (unset: 0.2 in the seek regime, 2e-5 otherwise)"""
-    seed: int = 1
-    """seed of random, numpy, torch and the envs"""
-    total_timesteps: Optional[int] = None
-    """training env steps, all envs and workers counted (unset: 5k; 20k on ContinuousSeek; 1M on blocks)"""
-    num_envs: Optional[int] = None
-    """parallel envs per worker; a cycle collects one episode from each (unset: 2; 1 on ContinuousSeek; 16 on blocks)"""
-    async_envs: bool = False
-    """step the envs in subprocesses (gymnasium's AsyncVectorEnv) instead of in this process"""
-    eval_interval: Optional[int] = None
-    """env steps between evaluations (unset: 1k; 2k on ContinuousSeek; 40k on the block tasks); one more ends the run"""
-    n_test_rollouts: Optional[int] = None
-    """deterministic evaluation episodes (unset: 10; 50 on ContinuousSeek; 32 on the block tasks)"""
-    n_batches: Optional[int] = None
-    """gradient steps per cycle (unset: 10 in the seek regime, one per env step; 40 otherwise)"""
-    batch_size: Optional[int] = None
-    """transitions per gradient step, per worker (unset: 256; 512 on ContinuousSeek and the block tasks)"""
-    buffer_size: int = 1_000_000
-    """replay capacity in transitions, per worker"""
-    replay_strategy: Literal["future", "final", "episode", "none"] = "future"
-    """where relabelled goals come from: later in the episode, its last step, anywhere in it, or no relabeling"""
-    replay_k: int = 4
-    """relabelled : original goals ratio; the relabel probability is 1 - 1/(1 + replay_k) = 0.8"""
-    gamma: Optional[float] = None
-    """discount (unset: 0.95 in the seek regime; 1 - 1/T otherwise, 0.98 for T = 50)"""
-    polyak: Optional[float] = None
-    """target <- polyak target + (1 - polyak) online, once per cycle (unset: 0.995^10 in the seek regime, 0.95 else)"""
-    lr_actor: float = 1e-3
-    """Adam learning rate of the actor"""
-    lr_critic: float = 1e-3
-    """Adam learning rate of the critic"""
-    action_l2: Optional[float] = None
-    """weight of the actor's action penalty mean((pi / max_u)^2) (unset: 0 in the seek regime, 1 otherwise)"""
-    noise_eps: Optional[float] = None
-    """std of the Gaussian exploration noise, in units of max_u (unset: 0.03 in the seek regime, 0.2 otherwise)"""
-    random_eps: Optional[float] = None
-    """probability of a uniformly random action while collecting (unset: 0 in the seek regime, 0.3 otherwise)"""
-    random_episodes: Optional[int] = None
-    """episodes of uniformly random actions before learning, all workers counted (unset: 100 in seek regime, 0 else)"""
-    hidden_dims: Optional[List[int]] = None
-    """hidden layer widths of actor and critic, ReLU (unset: 256 256 in the seek regime, 256 256 256 otherwise)"""
-    normalize: Optional[bool] = None
-    """running mean/std normalisation of observations and goals (unset: off in the seek regime; on otherwise)"""
-    clip_obs: float = 200.0
-    """observations and goals are clipped to +-clip_obs before normalising"""
-    clip_range: float = 5.0
-    """normalised inputs are clipped to +-clip_range"""
-    norm_eps: float = 0.01
-    """lower bound of the normaliser's std"""
-    save_model: bool = False
-    """write actor, normalisers and args to runs/<run>/reengage.pt after each evaluation and at the end"""
-    eval_checkpoint: Optional[str] = None
-    """evaluate this checkpoint for --n-test-rollouts episodes instead of training"""
-    capture_video: bool = False
-    """with --eval-checkpoint: save the first evaluation episode as a GIF next to the checkpoint"""
-    torch_threads: int = 1
-    """PyTorch CPU threads per process (0: PyTorch's default, every core)"""
-    torch_deterministic: bool = True
-    """use deterministic torch algorithms"""
-    cuda: bool = False
-    """train on the GPU if one is available (with torchrun: one GPU per worker, nccl)"""
+    env: str = "ContinuousSeek:d=10"  # goal env: a short name (FetchReach, ContinuousSeek:d=10, ...) or a Gymnasium id
+    regime: Optional[Literal["seek", "baselines"]] = None  # recipe of unset flags (unset: seek on ContinuousSeek)
+    alpha: Optional[float] = None  # goal-gradient weight, Eq. (9); 0: DDPG + HER (unset: 0.2 in seek, 2e-5 else)
+    seed: int = 1  # seed of random, numpy, torch and the envs
+    total_timesteps: Optional[int] = None  # env steps, all workers (unset: 5k; 20k on ContinuousSeek; 1M on blocks)
+    num_envs: Optional[int] = None  # parallel envs per worker (unset: 2; 1 on ContinuousSeek; 16 on blocks)
+    async_envs: bool = False  # step the envs in subprocesses (gymnasium's AsyncVectorEnv) instead of in this process
+    eval_interval: Optional[int] = None  # env steps between evals (unset: 1k; 2k on ContinuousSeek; 40k on blocks)
+    n_test_rollouts: Optional[int] = None  # greedy evaluation episodes (unset: 10; 50 on ContinuousSeek; 32 on blocks)
+    n_batches: Optional[int] = None  # gradient steps per cycle (unset: 10 in seek, one per env step; 40 else)
+    batch_size: Optional[int] = None  # batch per gradient step and worker (unset: 256; 512 on ContinuousSeek, blocks)
+    buffer_size: int = 1_000_000  # replay capacity in transitions, per worker
+    replay_strategy: Optional[Literal["future", "future_sb3", "final", "episode", "none"]] = None
+    """relabelled goals: later in the episode (drawn as baselines or as SB3 1.x does), its last step, anywhere in it,
+    or none (unset: future_sb3 in seek, future else)"""
+    replay_k: int = 4  # relabelled : original goals ratio; the relabel probability is 1 - 1/(1 + replay_k) = 0.8
+    gamma: Optional[float] = None  # discount (unset: 0.95 in the seek regime; 1 - 1/T otherwise, 0.98 for T = 50)
+    polyak: Optional[float] = None  # target <- polyak target + (1 - polyak) online (unset: 0.995 in seek, 0.95 else)
+    polyak_every_step: Optional[bool] = None  # Polyak update after every gradient step (unset: on in seek)
+    lr_actor: float = 1e-3  # Adam learning rate of the actor
+    lr_critic: float = 1e-3  # Adam learning rate of the critic
+    action_l2: Optional[float] = None  # weight of the action penalty mean((pi / max_u)^2) (unset: 0 in seek, 1 else)
+    noise_eps: Optional[float] = None  # std of the Gaussian action noise / max_u (unset: 0.03 in seek, 0.2 else)
+    random_eps: Optional[float] = None  # probability of a uniformly random action (unset: 0 in seek, 0.3 else)
+    random_episodes: Optional[int] = None  # random-action episodes before learning, all workers (unset: 100 in seek)
+    hidden_dims: Optional[List[int]] = None  # hidden widths, ReLU (unset: 256 256 in seek, 256 256 256 else)
+    normalize: Optional[bool] = None  # running mean/std normalisation of inputs (unset: off in seek, on else)
+    clip_obs: float = 200.0  # observations and goals are clipped to +-clip_obs before normalising
+    clip_range: float = 5.0  # normalised inputs are clipped to +-clip_range
+    norm_eps: float = 0.01  # lower bound of the normaliser's std
+    save_model: bool = False  # save actor, normalisers and args as a .pt file in the run folder at each evaluation
+    eval_checkpoint: Optional[str] = None  # evaluate this checkpoint for --n-test-rollouts episodes instead of training
+    capture_video: bool = False  # with --eval-checkpoint: save the first episode as a GIF next to the checkpoint
+    torch_threads: int = 1  # PyTorch CPU threads per process (0: PyTorch's default, every core)
+    torch_deterministic: bool = True  # use deterministic torch algorithms
+    cuda: bool = False  # train on the GPU if one is available (with torchrun: one GPU per worker, nccl)
 
 
-# Defaults of the flags left unset, per env. The block tasks need fresh, diverse data: 16 episodes per cycle (the
-# 800 env steps that baselines' 8 MPI workers x 2 envs collect) and a larger batch, on one process.
+# Per-env defaults of unset flags. Blocks (Push, PickAndPlace, Slide): 16 episodes per cycle, baselines' 8 workers x 2.
 ENV_DEFAULTS = {
     "default": dict(total_timesteps=5_000, num_envs=2, eval_interval=1_000, batch_size=256, n_test_rollouts=10),
     "FetchPush": dict(total_timesteps=1_000_000, num_envs=16, eval_interval=40_000, batch_size=512,
@@ -127,12 +96,13 @@ ENV_DEFAULTS = {
                            n_test_rollouts=50),
 }
 ENV_DEFAULTS["FetchPickAndPlace"] = ENV_DEFAULTS["FetchSlide"] = ENV_DEFAULTS["FetchPush"]
-# The paper's recipes: seek (Tables 1-2, SB3 DDPG; n_batches and polyak per 10-step episode), baselines (her_ddpg.py)
-REGIMES = {
-    "seek": dict(alpha=0.2, n_batches=10, gamma=0.95, polyak=0.995**10, action_l2=0.0, noise_eps=0.03, random_eps=0.0,
-                 random_episodes=100, hidden_dims=[256, 256], normalize=False),
-    "baselines": dict(alpha=2e-5, n_batches=40, polyak=0.95, action_l2=1.0, noise_eps=0.2, random_eps=0.3,
-                      random_episodes=0, hidden_dims=[256, 256, 256], normalize=True),
+REGIMES = {  # the paper's recipes: seek (Tables 1-2, SB3 DDPG; n_batches per 10-step episode), baselines
+    "seek": dict(alpha=0.2, n_batches=10, gamma=0.95, polyak=0.995, polyak_every_step=True, action_l2=0.0,
+                 noise_eps=0.03, random_eps=0.0, random_episodes=100, hidden_dims=[256, 256], normalize=False,
+                 replay_strategy="future_sb3"),
+    "baselines": dict(alpha=2e-5, n_batches=40, polyak=0.95, polyak_every_step=False, action_l2=1.0, noise_eps=0.2,
+                      random_eps=0.3, random_episodes=0, hidden_dims=[256, 256, 256], normalize=True,
+                      replay_strategy="future"),
 }
 
 
@@ -157,8 +127,7 @@ def all_reduce_sum(x):
 
 
 class Normalizer:
-    """Running mean/std of a vector input (baselines' Normalizer): clip +-clip_obs, standardise, clip +-clip_range.
-    With torchrun, each update adds every worker's sums and counts."""
+    """Running mean/std normaliser (baselines'): clip +-clip_obs, standardise, clip +-clip_range; sums over workers."""
 
     def __init__(self, size, eps=0.01, clip_obs=200.0, clip_range=5.0):
         self.eps, self.clip_obs, self.clip_range = eps, clip_obs, clip_range
@@ -179,8 +148,7 @@ class Normalizer:
         return np.clip((x - self.mean) / self.std, -self.clip_range, self.clip_range).astype(np.float32)
 
     def state_dict(self):
-        return {k: torch.as_tensor(v) for k, v in
-                {"sum": self.sum, "sumsq": self.sumsq, "count": self.count, "mean": self.mean, "std": self.std}.items()}
+        return {k: torch.as_tensor(getattr(self, k)) for k in ("sum", "sumsq", "count", "mean", "std")}
 
     def load_state_dict(self, state):
         self.sum, self.sumsq, self.mean, self.std = (state[k].numpy() for k in ("sum", "sumsq", "mean", "std"))
@@ -224,10 +192,7 @@ Batch = namedtuple("Batch", "obs actions rewards next_obs g dones")  # a relabel
 
 
 class EpisodeBuffer:
-    """Whole episodes as arrays obs[E, T+1], ag[E, T+1], g[E, T], actions[E, T]; sample() does the relabeling.
-
-    Episodes that end early (tasks that terminate on success) keep their length in ep_len; steps past it are unused.
-    """
+    """Whole episodes as arrays obs, ag [E, T+1], g, actions [E, T]; sample() relabels. Early ends: ep_len [E]."""
 
     def __init__(self, capacity, T, obs_dim, goal_dim, act_dim, env, strategy, replay_k, rng):
         self.E, self.T, self.env, self.strategy, self.rng = max(capacity // T, 1), T, env, strategy, rng
@@ -240,7 +205,6 @@ class EpisodeBuffer:
         self.ptr, self.size = 0, 0
 
     def store(self, obs, ag, g, actions, ep_len):
-        """Add a batch of episodes; returns their indices."""
         idx = (self.ptr + np.arange(len(ep_len))) % self.E
         self.obs[idx], self.ag[idx], self.g[idx], self.actions[idx], self.ep_len[idx] = obs, ag, g, actions, ep_len
         self.ptr, self.size = (self.ptr + len(ep_len)) % self.E, min(self.size + len(ep_len), self.E)
@@ -256,6 +220,11 @@ class EpisodeBuffer:
             t_goal = t + 1 + (self.rng.random(batch_size) * (T_e - t)).astype(np.int64)
         elif self.strategy == "final":
             t_goal = T_e
+        elif self.strategy == "future_sb3":  # SB3 1.x's, the paper's (DLR-RM/stable-baselines3, her_replay_buffer.py):
+            # the first int(0.8 B) rows, not a coin, at t <= T_e - 2, goals from s_{t+1} .. s_{T_e - 1}, never the last
+            her = (np.arange(batch_size) < int(self.future_p * batch_size)) & (T_e > 1)
+            t = np.where(her, (self.rng.random(batch_size) * (T_e - 1)).astype(np.int64), t)  # unrelabelled rows keep g
+            t_goal = t + 1 + (self.rng.random(batch_size) * (T_e - 1 - t)).astype(np.int64)
         else:  # "episode": anywhere in 1 .. T_e
             t_goal = 1 + (self.rng.random(batch_size) * T_e).astype(np.int64)
         g[her] = self.ag[e[her], t_goal[her]]
@@ -309,8 +278,7 @@ def update(batch, actor, critic, actor_target, critic_target, actor_opt, critic_
     critic.requires_grad_(False)  # the actor loss only needs dQ/da, not the critic's weight gradients
     actor_loss = -critic(x, pi).mean() + args.action_l2 * (pi / actor.max_u).pow(2).mean()  # DDPG + action L2
     critic.requires_grad_(True)
-    # both gradients come from the same critic, then both steps (baselines' her/ddpg.py computes both in one
-    # sess.run before either Adam update)
+    # both gradients from the same critic, then both steps (baselines' her/ddpg.py: one sess.run, then the Adams)
     critic_opt.zero_grad()
     actor_opt.zero_grad()
     critic_loss.backward()
@@ -379,8 +347,7 @@ def make_env(args, **kwargs):
 
 
 def make_vec_env(args, n):
-    """n copies of the goal env. rollout() resets them all at each cycle's start; an env whose episode ends early
-    is auto-reset by the next step, and rollout() stores nothing past that episode's end."""
+    """n copies of the goal env; rollout() resets them together and stores nothing past an episode's early end."""
     fns = [lambda: make_env(args) for _ in range(n)]
     return gym.vector.AsyncVectorEnv(fns) if args.async_envs else gym.vector.SyncVectorEnv(fns)
 
@@ -435,14 +402,13 @@ def load_and_evaluate(args):
     max_u = float(env.action_space.high[0])
     actor = Actor(*dims, env.action_space.shape[0], saved.hidden_dims, max_u)
     actor.load_state_dict(ckpt["actor"])
-    o_norm, g_norm = (Normalizer(d, saved.norm_eps, saved.clip_obs, saved.clip_range) for d in dims)
+    o_norm, g_norm = (Normalizer(dim, saved.norm_eps, saved.clip_obs, saved.clip_range) for dim in dims)
     o_norm.load_state_dict(ckpt["o_norm"])
     g_norm.load_state_dict(ckpt["g_norm"])
     vec_env = make_vec_env(saved, saved.num_envs)
     vec_env.reset(seed=args.seed)
-    rng = np.random.default_rng(args.seed)
-    sr, ret = evaluate(vec_env, actor, o_norm, g_norm, envs.horizon(env), "cpu", args.n_test_rollouts, saved, rng,
-                       max_u)
+    sr, ret = evaluate(vec_env, actor, o_norm, g_norm, envs.horizon(env), "cpu", args.n_test_rollouts, saved,
+                       np.random.default_rng(args.seed), max_u)
     print(f"{saved.env}: success rate {sr:.3f}, mean return {ret:.2f} over {args.n_test_rollouts} episodes")
     if args.capture_video:
         record_gif(saved, actor, o_norm, g_norm, args.eval_checkpoint.rsplit(".", 1)[0] + ".gif", args.seed)
@@ -470,8 +436,7 @@ def record_gif(args, actor, o_norm, g_norm, path, seed):
 
 
 def init_workers(args):
-    """(rank, world size, device). Under torchrun: a process group (gloo on CPU, nccl with --cuda), one seed per
-    worker. Otherwise one process, rank 0 of 1."""
+    """(rank, world size, device): under torchrun a process group (gloo, or nccl with --cuda), else rank 0 of 1."""
     cuda = args.cuda and torch.cuda.is_available()
     if "WORLD_SIZE" not in os.environ:
         return 0, 1, torch.device("cuda" if cuda else "cpu")
@@ -553,8 +518,7 @@ def main(args):
     vec_env = make_vec_env(args, args.num_envs)
     vec_env.reset(seed=seed)
     actor, critic, actor_target, critic_target, actor_opt, critic_opt = make_learner(env, args, device)
-    o_norm = Normalizer(obs_dim, args.norm_eps, args.clip_obs, args.clip_range)
-    g_norm = Normalizer(goal_dim, args.norm_eps, args.clip_obs, args.clip_range)
+    o_norm, g_norm = (Normalizer(dim, args.norm_eps, args.clip_obs, args.clip_range) for dim in (obs_dim, goal_dim))
     buffer = EpisodeBuffer(args.buffer_size, T, obs_dim, goal_dim, env.action_space.shape[0], env.unwrapped,
                            args.replay_strategy, args.replay_k, rng)
     run_dir, writer = start_run(env, args, world) if rank == 0 else (None, None)  # rank 0 logs, evaluates, saves
@@ -569,8 +533,8 @@ def main(args):
             new = buffer.store(ep.obs, ep.ag, ep.g, ep.actions, ep.ep_len)
             global_step += int(all_reduce_sum(torch.tensor(int(ep.ep_len.sum()))))  # every worker's steps
             # normaliser statistics come from relabelled samples of the new episodes (goal stats see g')
-            sample = buffer.sample(int(ep.ep_len.sum()), episodes=new)
             if args.normalize:  # the seek regime feeds raw inputs, as the paper's SB3 runs do
+                sample = buffer.sample(int(ep.ep_len.sum()), episodes=new)
                 o_norm.update(sample.obs)
                 g_norm.update(sample.g)
             if writer:
@@ -578,15 +542,16 @@ def main(args):
                 writer.add_scalar("charts/episodic_return", ep.ret.mean(), global_step)
 
             # a burst of updates on relabelled batches, then one Polyak update of both targets
-            for _ in range(args.n_batches if buffer.size * world >= args.random_episodes else 0):
+            for i in range(args.n_batches if buffer.size * world >= args.random_episodes else 0):
                 b = buffer.sample(args.batch_size)
                 x, x2 = o_norm(b.obs), o_norm(b.next_obs)  # goals stay raw: the loss differentiates w.r.t. them
                 batch = [torch.as_tensor(v, device=device) for v in (x, b.actions, b.rewards, x2, b.g, b.dones)]
                 losses = update(batch, actor, critic, actor_target, critic_target, actor_opt, critic_opt, args, gamma,
                                 rewards, g_norm)
                 grad_steps += 1
-            soft_update(actor, actor_target, args.polyak)
-            soft_update(critic, critic_target, args.polyak)
+                if args.polyak_every_step or i == args.n_batches - 1:  # SB3 (seek): every step; baselines: per cycle
+                    soft_update(actor, actor_target, args.polyak)
+                    soft_update(critic, critic_target, args.polyak)
 
             # every eval_interval env steps and at the end: evaluate the deterministic policy, log, checkpoint
             if (global_step < next_eval and global_step < args.total_timesteps) or rank > 0:

@@ -3,7 +3,7 @@
 critics. The term is Eq. (9) again; SAC's target uses the current actor's next action and an entropy bonus, both
 goal-dependent, so the target's goal-gradient flows through them too. Regimes as reengage.py; deviations: docs page.
 
-Equations implemented (each marked in the code); relabelling and rewards as her_ddpg.py:
+Equations implemented (each marked in the code); relabelling and rewards as reengage.py:
   target:        y = r + gamma (1 - d) (min_j Q'_j(s', a~, g') - ent_coef log pi(a~ | s', g')), not clipped,
                  a~ = max_u tanh(mu(s', g') + sigma(s', g') eps) from the current actor (no target actor)
   critic loss:   0.5 sum_j [mean (Q_j - y)^2 + alpha mean_{batch, goal dims} 1[r = r_fail] (G_Qj - G_y)^2]
@@ -38,72 +38,42 @@ ALGO = "reengage_sac"
 
 @dataclass
 class Args:
-    env: str = "ContinuousSeek:d=10"
-    """goal env: a short name (FetchReach, FetchPush, ContinuousSeek:d=10, Point2DFourRoom, ...) or a Gymnasium id"""
-    regime: Optional[Literal["seek", "baselines"]] = None
-    """the paper's recipe that sets every flag left unset (unset: seek on ContinuousSeek, baselines otherwise)"""
-    alpha: Optional[float] = None
-    """weight of the goal-gradient term, Eq. (9); 0 gives SAC + HER (unset: 0.2 in the seek regime, 2e-5 otherwise)"""
-    seed: int = 1
-    """seed of random, numpy, torch and the envs"""
-    total_timesteps: Optional[int] = None
-    """training env steps, all envs counted (unset: 5k; 20k on ContinuousSeek)"""
-    num_envs: Optional[int] = None
-    """parallel envs; a cycle collects one episode from each (unset: 2; 1 on ContinuousSeek)"""
-    async_envs: bool = False
-    """step the envs in subprocesses (gymnasium's AsyncVectorEnv) instead of in this process"""
-    eval_interval: Optional[int] = None
-    """env steps between evaluations (unset: 1k; 2k on ContinuousSeek); one more ends the run"""
-    n_test_rollouts: Optional[int] = None
-    """deterministic evaluation episodes (unset: 10; 50 on ContinuousSeek)"""
-    n_batches: Optional[int] = None
-    """gradient steps per cycle (unset: 10 in the seek regime, one per env step; 40 otherwise)"""
-    batch_size: Optional[int] = None
-    """transitions per gradient step (unset: 256; 512 on ContinuousSeek)"""
-    buffer_size: int = 1_000_000
-    """replay capacity in transitions"""
-    replay_strategy: Literal["future", "final", "episode", "none"] = "future"
-    """where relabelled goals come from: later in the episode, its last step, anywhere in it, or no relabeling"""
-    replay_k: int = 4
-    """relabelled : original goals ratio; the relabel probability is 1 - 1/(1 + replay_k) = 0.8"""
-    gamma: Optional[float] = None
-    """discount (unset: 0.95 in the seek regime; 1 - 1/T otherwise, 0.98 for T = 50)"""
-    polyak: Optional[float] = None
-    """target <- polyak target + (1 - polyak) online, once per cycle (unset: 0.995^10 in the seek regime, 0.95 else)"""
-    lr_actor: float = 1e-3
-    """Adam learning rate of the actor and of the entropy coefficient"""
-    lr_critic: float = 1e-3
-    """Adam learning rate of the twin critics"""
-    ent_coef_init: Optional[float] = None
-    """initial entropy coefficient, then learned (unset: 1 in the seek regime, as SB3's "auto"; 0.1 otherwise)"""
-    noise_eps: Optional[float] = None
-    """std of the Gaussian noise added to the policy's sample, in units of max_u (unset: 0.03 in seek, 0.2 else)"""
-    random_eps: Optional[float] = None
-    """probability of a uniformly random action while collecting (unset: 0 in the seek regime, 0.3 otherwise)"""
-    random_episodes: Optional[int] = None
-    """episodes of uniformly random actions before learning (unset: 100 in the seek regime, 0 otherwise)"""
-    hidden_dims: Optional[List[int]] = None
-    """hidden layer widths of actor and critic, ReLU (unset: 256 256 in the seek regime, 256 256 256 otherwise)"""
-    normalize: Optional[bool] = None
-    """running mean/std normalisation of observations and goals (unset: off in the seek regime; on otherwise)"""
-    clip_obs: float = 200.0
-    """observations and goals are clipped to +-clip_obs before normalising"""
-    clip_range: float = 5.0
-    """normalised inputs are clipped to +-clip_range"""
-    norm_eps: float = 0.01
-    """lower bound of the normaliser's std"""
-    save_model: bool = False
-    """write the actor, normalisers and args to runs/<run>/reengage_sac.pt after each evaluation and at the end"""
-    eval_checkpoint: Optional[str] = None
-    """evaluate this checkpoint for --n-test-rollouts episodes instead of training"""
-    capture_video: bool = False
-    """with --eval-checkpoint: save the first evaluation episode as a GIF next to the checkpoint"""
-    torch_threads: int = 1
-    """PyTorch CPU threads (0: PyTorch's default, every core)"""
-    torch_deterministic: bool = True
-    """use deterministic torch algorithms"""
-    cuda: bool = False
-    """train on the GPU if one is available"""
+    env: str = "ContinuousSeek:d=10"  # goal env: a short name (FetchReach, ContinuousSeek:d=10, ...) or a Gymnasium id
+    regime: Optional[Literal["seek", "baselines"]] = None  # recipe of unset flags (unset: seek on ContinuousSeek)
+    alpha: Optional[float] = None  # goal-gradient weight, Eq. (9); 0: SAC + HER (unset: 0.2 in seek, 2e-5 else)
+    seed: int = 1  # seed of random, numpy, torch and the envs
+    total_timesteps: Optional[int] = None  # env steps, all envs counted (unset: 5k; 20k on ContinuousSeek)
+    num_envs: Optional[int] = None  # parallel envs, an episode each per cycle (unset: 2; 1 on ContinuousSeek)
+    async_envs: bool = False  # step the envs in subprocesses (gymnasium's AsyncVectorEnv) instead of in this process
+    eval_interval: Optional[int] = None  # env steps between evals (unset: 1k; 2k on ContinuousSeek)
+    n_test_rollouts: Optional[int] = None  # greedy evaluation episodes (unset: 10; 50 on ContinuousSeek)
+    n_batches: Optional[int] = None  # gradient steps per cycle (unset: 10 in seek, one per env step; 40 else)
+    batch_size: Optional[int] = None  # transitions per gradient step (unset: 256; 512 on ContinuousSeek)
+    buffer_size: int = 1_000_000  # replay capacity in transitions
+    replay_strategy: Optional[Literal["future", "future_sb3", "final", "episode", "none"]] = None
+    """relabelled goals: later in the episode (drawn as baselines or as SB3 1.x does), its last step, anywhere in it,
+    or none (unset: future_sb3 in seek, future else)"""
+    replay_k: int = 4  # relabelled : original goals ratio; the relabel probability is 1 - 1/(1 + replay_k) = 0.8
+    gamma: Optional[float] = None  # discount (unset: 0.95 in the seek regime; 1 - 1/T otherwise, 0.98 for T = 50)
+    polyak: Optional[float] = None  # target <- polyak target + (1 - polyak) online (unset: 0.995 in seek, 0.95 else)
+    polyak_every_step: Optional[bool] = None  # Polyak update after every gradient step (unset: on in seek)
+    lr_actor: float = 1e-3  # Adam learning rate of the actor and of the entropy coefficient
+    lr_critic: float = 1e-3  # Adam learning rate of the twin critics
+    ent_coef_init: Optional[float] = None  # initial entropy coefficient, then learned (unset: 1 in seek, 0.1 else)
+    noise_eps: Optional[float] = None  # std of the noise on the sampled action / max_u (unset: 0.03 in seek, 0.2 else)
+    random_eps: Optional[float] = None  # probability of a uniformly random action (unset: 0 in seek, 0.3 else)
+    random_episodes: Optional[int] = None  # random-action episodes before learning (unset: 100 in seek)
+    hidden_dims: Optional[List[int]] = None  # hidden widths, ReLU (unset: 256 256 in seek, 256 256 256 else)
+    normalize: Optional[bool] = None  # running mean/std normalisation of inputs (unset: off in seek, on else)
+    clip_obs: float = 200.0  # observations and goals are clipped to +-clip_obs before normalising
+    clip_range: float = 5.0  # normalised inputs are clipped to +-clip_range
+    norm_eps: float = 0.01  # lower bound of the normaliser's std
+    save_model: bool = False  # save actor, normalisers and args to runs/<run>/reengage_sac.pt at each evaluation
+    eval_checkpoint: Optional[str] = None  # evaluate this checkpoint for --n-test-rollouts episodes instead of training
+    capture_video: bool = False  # with --eval-checkpoint: save the first episode as a GIF next to the checkpoint
+    torch_threads: int = 1  # PyTorch CPU threads (0: PyTorch's default, every core)
+    torch_deterministic: bool = True  # use deterministic torch algorithms
+    cuda: bool = False  # train on the GPU if one is available
 
 
 ENV_DEFAULTS = {
@@ -111,11 +81,13 @@ ENV_DEFAULTS = {
     "ContinuousSeek": dict(regime="seek", total_timesteps=20_000, num_envs=1, eval_interval=2_000, batch_size=512,
                            n_test_rollouts=50),
 }
-REGIMES = {  # as reengage.py's; seek: the appendix's SAC runs on ContinuousSeek
-    "seek": dict(alpha=0.2, n_batches=10, gamma=0.95, polyak=0.995**10, noise_eps=0.03, random_eps=0.0,
-                 random_episodes=100, hidden_dims=[256, 256], normalize=False, ent_coef_init=1.0),
-    "baselines": dict(alpha=2e-5, n_batches=40, polyak=0.95, noise_eps=0.2, random_eps=0.3, random_episodes=0,
-                      hidden_dims=[256, 256, 256], normalize=True, ent_coef_init=0.1),
+REGIMES = {  # as reengage.py's; seek: the appendix's SAC runs on ContinuousSeek (SB3 SAC, ent_coef "auto")
+    "seek": dict(alpha=0.2, n_batches=10, gamma=0.95, polyak=0.995, polyak_every_step=True, noise_eps=0.03,
+                 random_eps=0.0, random_episodes=100, hidden_dims=[256, 256], normalize=False, ent_coef_init=1.0,
+                 replay_strategy="future_sb3"),
+    "baselines": dict(alpha=2e-5, n_batches=40, polyak=0.95, polyak_every_step=False, noise_eps=0.2, random_eps=0.3,
+                      random_episodes=0, hidden_dims=[256, 256, 256], normalize=True, ent_coef_init=0.1,
+                      replay_strategy="future"),
 }
 
 
@@ -152,8 +124,7 @@ class Normalizer:
         return np.clip((x - self.mean) / self.std, -self.clip_range, self.clip_range).astype(np.float32)
 
     def state_dict(self):
-        return {k: torch.as_tensor(v) for k, v in
-                {"sum": self.sum, "sumsq": self.sumsq, "count": self.count, "mean": self.mean, "std": self.std}.items()}
+        return {k: torch.as_tensor(getattr(self, k)) for k in ("sum", "sumsq", "count", "mean", "std")}
 
     def load_state_dict(self, state):
         self.sum, self.sumsq, self.mean, self.std = (state[k].numpy() for k in ("sum", "sumsq", "mean", "std"))
@@ -235,6 +206,11 @@ class EpisodeBuffer:
             t_goal = t + 1 + (self.rng.random(batch_size) * (T_e - t)).astype(np.int64)
         elif self.strategy == "final":
             t_goal = T_e
+        elif self.strategy == "future_sb3":  # SB3 1.x's, the paper's (DLR-RM/stable-baselines3, her_replay_buffer.py):
+            # the first int(0.8 B) rows, not a coin, at t <= T_e - 2, goals from s_{t+1} .. s_{T_e - 1}, never the last
+            her = (np.arange(batch_size) < int(self.future_p * batch_size)) & (T_e > 1)
+            t = np.where(her, (self.rng.random(batch_size) * (T_e - 1)).astype(np.int64), t)  # unrelabelled rows keep g
+            t_goal = t + 1 + (self.rng.random(batch_size) * (T_e - 1 - t)).astype(np.int64)
         else:  # "episode": anywhere in 1 .. T_e
             t_goal = 1 + (self.rng.random(batch_size) * T_e).astype(np.int64)
         g[her] = self.ag[e[her], t_goal[her]]
@@ -499,23 +475,23 @@ def main(args):
                          warmup=buffer.size < args.random_episodes)
             new = buffer.store(ep.obs, ep.ag, ep.g, ep.actions, ep.ep_len)
             global_step += int(ep.ep_len.sum())
-            # normaliser statistics come from relabelled samples of the new episodes (goal stats see g')
-            sample = buffer.sample(int(ep.ep_len.sum()), episodes=new)
-            if args.normalize:  # the seek regime feeds raw inputs, as the paper's SB3 runs do
+            if args.normalize:  # statistics from relabelled samples of the new episodes; seek: raw inputs, as SB3
+                sample = buffer.sample(int(ep.ep_len.sum()), episodes=new)
                 o_norm.update(sample.obs)
                 g_norm.update(sample.g)
             writer.add_scalar("charts/success_rate", ep.success.mean(), global_step)
             writer.add_scalar("charts/episodic_return", ep.ret.mean(), global_step)
 
             # a burst of updates on relabelled batches, then one Polyak update of the target critics
-            for _ in range(args.n_batches if buffer.size >= args.random_episodes else 0):
+            for i in range(args.n_batches if buffer.size >= args.random_episodes else 0):
                 b = buffer.sample(args.batch_size)
                 batch = [torch.as_tensor(x, device=device)  # goals stay raw: the loss differentiates w.r.t. them
                          for x in (o_norm(b.obs), b.actions, b.rewards, o_norm(b.next_obs), b.g, b.dones)]
                 losses = update(batch, g_norm, actor, critic, critic_target, log_ent_coef, actor_opt, critic_opt,
                                 ent_opt, args, gamma, rewards)
                 grad_steps += 1
-            soft_update(critic, critic_target, args.polyak)
+                if args.polyak_every_step or i == args.n_batches - 1:  # SB3 (seek): every step; baselines: per cycle
+                    soft_update(critic, critic_target, args.polyak)
             if global_step < next_eval and global_step < args.total_timesteps:
                 continue
             next_eval = (global_step // args.eval_interval + 1) * args.eval_interval

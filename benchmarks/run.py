@@ -50,7 +50,7 @@ def runs(experiments, only="", results=RESULTS):
                         "--torch-threads", str(exp.get("threads", 1))]
                 out.append({"experiment": exp["name"], "arm": arm, "seed": seed, "minutes": exp.get("minutes"),
                             "dir": os.path.join(results, exp["name"], re.sub(r"[^\w.+-]", "_", arm), f"seed{seed}"),
-                            "command": [sys.executable, os.path.join(ROOT, script), *args]})
+                            "command": [sys.executable, *exp.get("launcher", []), os.path.join(ROOT, script), *args]})
     return out
 
 

@@ -3,8 +3,10 @@
 Point2D / Point2DFourRoom (MHER paper, Sec. 5): p in [-B, B]^2, p <- p + clip(a, -1, 1), walls
 resolved as the multiworld code does, reward -1[|p - g| > 1], 100 steps, never ends early. B = 5 (the paper).
 FourRooms (HDM paper, Sec. 6; GCSL's env): a numpy rebuild of GCSL's MuJoCo point mass, p <- clip(p + 0.05 a, +-0.55) then pushed
-out of the capsule walls, success |p - g| < 0.08 at step 50.
-Navigation(K) (hEM paper, Sec. 5): s in [-1, 1]^K, s <- clip(s + 0.2 clip(u), -1, 1), success |s - g| < 0.1 ends it.
+out of the capsule walls, success |p - g| < 0.08 at step 50; goals="free" (1777 collision-free cells) or "full" (all
+2500 cells of GCSL's grid, as GCSL samples them).
+Navigation(K) (hEM paper, Sec. 5): s in [-1, 1]^K, s <- clip(s + 0.2 clip(u), -1, 1), success |s - g| < 0.1 ends it;
+reward="-10" (-1 until success, 0 there) or "01" (the paper's r = 1[success]).
 """
 
 import math
@@ -111,13 +113,16 @@ def wall_distance(points):
 class FourRooms(GoalEnv):
     contact = 0.08  # ball radius 0.05 + wall radius 0.03
 
-    def __init__(self, threshold=0.08):
+    def __init__(self, threshold=0.08, goals="free"):
+        if goals not in ("free", "full"):
+            raise ValueError(f"FourRooms goals must be 'free' or 'full', got {goals!r}")
         self.threshold = float(threshold)
         grid = np.linspace(-0.56, 0.56, 50)
         cells = np.stack(np.meshgrid(grid, grid, indexing="ij"), -1).reshape(-1, 2)
-        # the collision-free cells of GCSL's grid that the ball's centre can occupy (|p| <= 0.55): 1777 of 2500
+        # free: the cells of GCSL's grid that the ball's centre can occupy (|p| <= 0.55), 1777 of 2500; full: all
+        # 2500, as GCSL samples them, including cells inside walls, reachable only to within the threshold
         reachable = (wall_distance(cells) >= self.contact) & (np.abs(cells).max(1) <= 0.55)
-        self.goal_cells = cells[reachable]
+        self.goal_cells = cells[reachable] if goals == "free" else cells
         self.observation_space = goal_spaces([-0.6] * 2, [0.6] * 2, [-0.6] * 2, [0.6] * 2)
         self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
 
@@ -148,10 +153,13 @@ class FourRooms(GoalEnv):
 class Navigation(GoalEnv):
     terminate_on_success = True
 
-    def __init__(self, k=2, step_size=0.2, threshold=0.1):
+    def __init__(self, k=2, step_size=0.2, threshold=0.1, reward="-10"):
         if int(k) < 1:
             raise ValueError(f"Navigation needs k >= 1, got {k}")
+        if str(reward) not in ("-10", "01"):  # a name string parses "-10" as the number -10, "01" stays text
+            raise ValueError(f"Navigation reward must be '-10' or '01', got {reward!r}")
         self.k, self.step_size, self.threshold = int(k), float(step_size), float(threshold)
+        self.success_reward = 1.0 if str(reward) == "01" else 0.0  # the reward of a success step (GoalEnv.step)
         box = np.ones(self.k)
         self.observation_space = goal_spaces(-box, box, -box, box)
         self.action_space = spaces.Box(-1.0, 1.0, (self.k,), np.float32)
@@ -168,4 +176,6 @@ class Navigation(GoalEnv):
         return {"observation": s, "achieved_goal": s.copy(), "desired_goal": self.g.astype(np.float32)}
 
     def compute_reward(self, achieved_goal, desired_goal, info=None):
+        if self.success_reward == 1.0:  # reward="01"
+            return (distance(achieved_goal, desired_goal) < self.threshold).astype(np.float32)
         return -(distance(achieved_goal, desired_goal) >= self.threshold).astype(np.float32)

@@ -12,7 +12,8 @@ from envs.maze import four_room_walls
 from envs.point import ROOM_SEGMENTS, wall_distance
 
 CUSTOM = ["ContinuousSeek", "ContinuousSeek:d=20", "DriveSeek", "NoisySeek", "BitFlip", "BitFlip:n=16,start=zeros",
-          "Point2D", "Point2DFourRoom", "FourRooms", "EmptyMaze", "FourRoomMaze", "Navigation:k=10", "GoalReacher"]
+          "Point2D", "Point2DFourRoom", "FourRooms", "FourRooms:goals=full", "EmptyMaze", "FourRoomMaze",
+          "Navigation:k=10", "Navigation:k=5,reward=01", "GoalReacher"]
 
 
 def random_transitions(env, n_steps, seed=0):
@@ -149,6 +150,43 @@ def test_fourrooms_geometry_matches_gcsl():
     assert len(ROOM_SEGMENTS) == 6
 
 
+def test_fourrooms_full_goal_set_is_gcsls_whole_grid_walls_included():
+    """goals=full samples all 2500 cells, as GCSL does; the default keeps the 1777 collision-free ones."""
+    free, full = envs.make("FourRooms").unwrapped, envs.make("FourRooms:goals=full").unwrapped
+    assert len(full.goal_cells) == 2500 and len(free.goal_cells) == 1777
+    goals = np.array([full.reset(seed=s)[0]["desired_goal"] for s in range(200)], np.float64)
+    blocked = (wall_distance(goals) < 0.08) | (np.abs(goals).max(1) > 0.55)
+    assert 0.15 < blocked.mean() < 0.45  # 723 of 2500 cells (29 %) cannot hold the ball's centre
+    free_goals = np.array([free.reset(seed=s)[0]["desired_goal"] for s in range(200)], np.float64)
+    assert wall_distance(free_goals).min() >= 0.08 - 1e-6
+
+
+def test_navigation_zero_one_reward_is_the_indicator_of_success():
+    """reward=01 (the hEM paper's r = 1[success]): 1 on the step that reaches the goal, 0 before; -10 is r - 1."""
+    rows = {}
+    for spec in ("Navigation:k=2,reward=01", "Navigation:k=2"):
+        env = envs.make(spec)
+        env.action_space.seed(0)
+        ob, _ = env.reset(seed=0)
+        ag, g, r, term, succ = [], [], [], [], []
+        for t in range(300):  # random steps, then straight to the goal, so both rewards occur
+            a = env.action_space.sample() if t % 10 < 5 else (ob["desired_goal"] - ob["achieved_goal"]) / 0.2
+            g.append(ob["desired_goal"])
+            ob, reward, terminated, truncated, info = env.step(np.clip(a, -1, 1))
+            ag.append(ob["achieved_goal"]), r.append(reward), term.append(terminated), succ.append(info["is_success"])
+            if terminated or truncated:
+                ob, _ = env.reset()
+        ag, g, r = np.array(ag), np.array(g), np.array(r)
+        np.testing.assert_array_equal(env.unwrapped.compute_reward(ag, g, None), r)
+        np.testing.assert_array_equal(env.unwrapped.compute_terminated(ag, g, None), term)
+        rows[spec] = r, np.array(succ)
+    r01, succ = rows["Navigation:k=2,reward=01"]
+    assert envs.sparse_rewards(envs.make("Navigation:k=2,reward=01")) == (0.0, 1.0)
+    assert succ.any() and not succ.all()
+    np.testing.assert_array_equal(r01, succ.astype(float))
+    np.testing.assert_array_equal(rows["Navigation:k=2"][0], r01 - 1)
+
+
 def test_fourrooms_random_policy_mostly_stays_in_the_start_room():
     """hdm.md §6.1: a uniform-random policy ends the episode in the start room 88% of the time."""
     env = envs.make("FourRooms", discrete=3)
@@ -227,7 +265,9 @@ def test_parameterised_variants_from_a_string():
                                           ("Pendulum-v1", "not goal-conditioned"),
                                           ("ContinuousSeek:d=0", "d >= 1"),
                                           ("BitFlip:bits=3", "unexpected keyword"),
-                                          ("Point2D:walls", "key=value")])
+                                          ("Point2D:walls", "key=value"),
+                                          ("FourRooms:goals=all", "'free' or 'full'"),
+                                          ("Navigation:reward=1/0", "'-10' or '01'")])
 def test_user_mistakes_raise_one_line_env_errors(spec, message):
     with pytest.raises(envs.EnvError) as err:
         envs.make(spec)

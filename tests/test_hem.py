@@ -1,7 +1,9 @@
 """hem.py: the E-step sampler, the M-step loss for both policy families, Theorems 1-2 on the one-step bandit, the
-hybrid's actor gradient, the defaults; then the script as a user runs it."""
+exploration and its defaults, the seed streams; hem_hybrid.py (Sec. 4.4): its actor gradient and target; then both
+scripts as a user runs them."""
 
 import copy
+import glob
 import math
 import os
 import pickle
@@ -12,27 +14,30 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+import tyro
 
 import envs
+import hem
+import hem_hybrid
 import her_ddpg
-from conftest import (IndexGoalEnv, assert_one_line_error, eval_lines, final_success, indexed_episodes,
-                      train_save_and_reload)
-from hem import (Actor, Args, CategoricalPolicy, Critic, EpisodeBuffer, GaussianPolicy, check_env, fill_defaults,
-                 hem_loss, load_checkpoint, rollout, select_action, td_target, update)
+from conftest import IndexGoalEnv, assert_one_line_error, eval_lines, final_success, indexed_episodes
+from hem import (Args, CategoricalPolicy, EpisodeBuffer, GaussianPolicy, check_env, fill_defaults, hem_loss,
+                 inverse_cdf, load_checkpoint, rollout, seed_everything, select_action, update)
+from hem_hybrid import Actor, Critic, td_target
 
 T = 10
 
 
-def indexed_buffer(n_episodes=50, seed=0, ep_len=None):
+def indexed_buffer(n_episodes=50, seed=0, ep_len=None, buffer_class=EpisodeBuffer):
     """Episodes whose achieved goal at step t of episode e is (e, t), and whose desired goal is (-1, -1)."""
-    buf = EpisodeBuffer(n_episodes * T, T, 2, 2, 1, IndexGoalEnv(), np.random.default_rng(seed))
+    buf = buffer_class(n_episodes * T, T, 2, 2, 1, IndexGoalEnv(), np.random.default_rng(seed))
     buf.store(*indexed_episodes(n_episodes, T, ep_len))
     return buf
 
 
 def test_q_h_goals_all_come_from_later_steps_of_the_same_episode():
     lengths = np.random.default_rng(1).integers(1, T + 1, 50)  # some episodes ended early (success)
-    batch = indexed_buffer(ep_len=lengths).sample(20_000, relabel_p=1.0)
+    batch = indexed_buffer(ep_len=lengths).sample(20_000)
     o, r, g = batch.obs, batch.rewards, batch.g
     e, t = o[:, 0].astype(int), o[:, 1].astype(int)
     assert (g[:, 0] == e).all()  # every goal relabelled, from the same episode
@@ -42,7 +47,7 @@ def test_q_h_goals_all_come_from_later_steps_of_the_same_episode():
 
 
 def test_hybrid_critic_batches_keep_original_goals_with_hers_probability():
-    g = indexed_buffer().sample(20_000, relabel_p=0.8).g
+    g = indexed_buffer(buffer_class=hem_hybrid.EpisodeBuffer).sample(20_000, relabel_p=0.8).g
     assert abs((g[:, 0] >= 0).mean() - 0.8) < 0.015
 
 
@@ -74,8 +79,7 @@ def test_hem_update_is_one_optimiser_step_on_the_m_step_loss_alone():
     policy, x, a = GaussianPolicy(3, 2, 2, [16], 1.0), torch.randn(8, 5), torch.rand(8, 2) * 2 - 1
     expected = copy.deepcopy(policy)
     grads = torch.autograd.grad(hem_loss(expected, x, a), list(expected.parameters()))
-    losses = update(None, (x, a), policy, None, None, None, torch.optim.SGD(policy.parameters(), lr=0.1), None,
-                    SimpleNamespace(), None, None)
+    losses = update((x, a), policy, torch.optim.SGD(policy.parameters(), lr=0.1))
     assert set(losses) == {"nll"}
     for p, p0, grad in zip(policy.parameters(), expected.parameters(), grads):
         torch.testing.assert_close(p.detach(), p0.detach() - 0.1 * grad)
@@ -101,7 +105,7 @@ def relative_errors(k, n, rng):
     buf = EpisodeBuffer(n, 1, 1, k, 1, Bandit(), rng)
     buf.store(np.zeros((n, 2, 1)), np.stack([np.zeros((n, k)), eye[b]], 1), eye[g][:, None], b[:, None, None],
               np.ones(n, int))
-    h = buf.sample(n, relabel_p=1.0)  # the E-step: q_h relabels each episode with its outcome
+    h = buf.sample(n)  # the E-step: q_h relabels each episode with its outcome
     hindsight = h.rewards * score(h.g.argmax(-1), h.actions[:, 0]) / k  # Thm 2: r(s, b, g') grad log pi(b | s, g') / k
     exact = (1 - 1 / k) / k**2  # both are unbiased for delta/k^2 - 1/k^3
     return [np.sqrt(np.mean((est - exact) ** 2)) / exact for est in (reinforce, hindsight)]
@@ -127,7 +131,7 @@ def test_hybrid_with_eta_0_is_her_ddpg_and_eta_adds_eta_times_the_likelihood_gra
         opts = [torch.optim.SGD(nets[i].parameters(), lr=1.0) for i in (0, 1)]  # lr 1: the change is -gradient
         args, batch = SimpleNamespace(action_l2=1.0, eta=eta), (x, a, r, x2, d)
         if hybrid:  # update(batch, hem_batch, policy, critic, actor_target, critic_target, policy_opt, critic_opt, ...)
-            update(batch, (x_h, a_h), *nets, opts[0], opts[1], args, 0.98, (-1.0, 0.0))
+            hem_hybrid.update(batch, (x_h, a_h), *nets, opts[0], opts[1], args, 0.98, (-1.0, 0.0))
         else:
             her_ddpg.update(batch, *nets, opts[0], opts[1], args, 0.98, (-1.0, 0.0))
         return torch.cat([p.detach().flatten() for p in nets[0].parameters()])
@@ -153,7 +157,7 @@ def test_the_cloned_action_is_the_executed_one_after_noise_and_clipping():
     vec_env = gym.vector.SyncVectorEnv([lambda: envs.make("Navigation:k=2") for _ in range(3)])
     vec_env.reset(seed=0)
     policy, norm = GaussianPolicy(2, 2, 2, [16], 1.0), lambda v: v.astype(np.float32)
-    args = SimpleNamespace(eta=0.0, noise_eps=0.5)
+    args = SimpleNamespace(noise_eps=0.5)
     ep = rollout(vec_env, policy, norm, norm, 50, "cpu", args, np.random.default_rng(0), 1.0, explore=True)
     for i in range(3):
         n = ep.ep_len[i]
@@ -176,70 +180,127 @@ def test_discrete_exploration_samples_pi_then_random_eps_uniform():
     assert (select_action(policy, x[:5], None, rng, 1, explore=False) == 3).all()  # greedy: argmax
 
 
-def test_unset_flags_take_hems_defaults_or_with_eta_hers_and_set_flags_are_kept():
-    hem = fill_defaults(Args())
-    assert (hem.n_episodes, hem.n_batches, hem.noise_eps, hem.random_eps) == (10, 20, 0.5, 0.2)
-    hybrid = fill_defaults(Args(eta=0.1, num_envs=3))
-    assert (hybrid.n_episodes, hybrid.n_batches, hybrid.noise_eps, hybrid.random_eps) == (3, 40, 0.2, 0.3)
-    mine = fill_defaults(Args(n_episodes=7, n_batches=0, noise_eps=0.1, random_eps=0.0))
-    assert (mine.n_episodes, mine.n_batches, mine.noise_eps, mine.random_eps) == (7, 0, 0.1, 0.0)
+def test_inverse_cdf_returns_the_last_action_when_the_float32_cumsum_ends_below_u():
+    probs = np.array([[0.5, 0.25, 0.2499999]], np.float32)
+    assert probs.cumsum(-1)[0, -1] < 1  # float32 rounding: the cdf ends just below 1
+    u = np.array([[0.99999994]], np.float32)  # the largest float32 below 1, above the cdf's end
+    assert u[0, 0] >= probs.cumsum(-1)[0, -1]
+    assert inverse_cdf(probs, u)[0] == 2  # without the pin, no entry exceeds u and argmax returns action 0
+    assert list(inverse_cdf(probs.repeat(3, 0), np.array([[0.0], [0.5], [0.75]]))) == [0, 1, 2]
+
+
+def test_navigation_noise_is_the_papers_absolute_sigma_a_and_other_envs_keep_half_of_max_u():
+    """Sec. 3.1: sigma_a = 0.5 on the paper's [-0.2, 0.2] navigation actions, here [-1, 1] moving 0.2 x a: 2.5 x max_u.
+    Before clipping, the executed step then has std 0.2 x 2.5 = 0.5, so P(|a'| >= 1) = P(|z| >= 0.4) = 0.69."""
+    assert fill_defaults(Args(env="Navigation:k=5")).noise_eps == 2.5
+    assert fill_defaults(Args(env="FetchReach")).noise_eps == 0.5 and fill_defaults(Args(env="Point2D")).noise_eps == 0.5
+    assert fill_defaults(Args(env="Navigation:k=5", noise_eps=0.5)).noise_eps == 0.5  # a set flag is kept
+    policy = GaussianPolicy(2, 2, 2, [8], 1.0)
+    with torch.no_grad():
+        policy.net[-1].weight.zero_()
+        policy.net[-1].bias.zero_()  # mu = 0
+        policy.log_std.fill_(-5.0)  # sigma = 0.007: the exploration noise dominates
+    a = select_action(policy, torch.zeros(20_000, 4), SimpleNamespace(noise_eps=2.5), np.random.default_rng(0), 1.0,
+                      explore=True)
+    assert abs((np.abs(a) == 1.0).mean() - 0.69) < 0.01
+
+
+def test_the_agent_and_env_0_draw_independent_streams_from_one_seed():
+    """Before: default_rng(seed) and env.reset(seed=seed) gave env 0 and the agent the same numbers."""
+    def first_state(env_seed):  # Navigation's reset draws the start state first, uniform in [-1, 1]^k
+        return envs.make("Navigation:k=4").reset(seed=env_seed)[0]["observation"]
+
+    np.testing.assert_allclose(first_state(1), np.random.default_rng(1).uniform(-1, 1, 4), atol=1e-6)  # the old bug
+    _, rng, env_seed = seed_everything(Args(seed=1))
+    assert not np.allclose(first_state(env_seed), rng.uniform(-1, 1, 4), atol=0.1)
+    _, rng_again, env_seed_again = seed_everything(Args(seed=1))
+    assert env_seed_again == env_seed and rng_again.random() == np.random.default_rng(
+        np.random.SeedSequence(1).spawn(2)[0]).random()  # still reproducible from the seed
 
 
 # -- the script ----------------------------------------------------------------------------------------------------
 
-TINY = ["--total-timesteps", "200", "--n-episodes", "2", "--n-batches", "3", "--hidden-dims", "16", "16",
+TINY = ["--total-timesteps", "200", "--n-batches", "3", "--hidden-dims", "16", "16",
         "--batch-size", "16", "--eval-interval", "100", "--n-test-rollouts", "2"]
 
 
-def test_help_states_every_default_that_runs(run):
-    out = run("hem.py", "--help")
-    text = " ".join(out.stdout.replace("│", " ").split())
-    assert out.returncode == 0 and "--eta" in text
-    for flag, default in [("--n-episodes", "unset: 10"), ("--n-batches", "unset: 20; 40 with --eta > 0"),
-                          ("--noise-eps", "in units of max_u (unset: 0.5; 0.2 with --eta > 0)"),
-                          ("--random-eps", "unset: 0.2, discrete only; 0.3 with --eta > 0")]:
+@pytest.fixture
+def train(tmp_path, monkeypatch, capsys):
+    """train(module, "--env", ...): module.main() in this process, on the arguments as the command line parses them
+    (no start-up cost of a new interpreter; tests/test_project.py runs every script as a process); returns what it
+    printed. runs/ lands in tmp_path."""
+    monkeypatch.chdir(tmp_path)
+
+    def train(module, *cli):
+        capsys.readouterr()
+        module.main(tyro.cli(module.Args, args=list(cli)))
+        return capsys.readouterr().out
+    return train
+
+
+def test_help_states_every_default_that_runs(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        tyro.cli(Args, args=["--help"])
+    text = " ".join(capsys.readouterr().out.replace("│", " ").split())
+    assert exit_.value.code == 0
+    for flag, default in [("--n-episodes", "(default: 10)"), ("--n-batches", "(default: 20)"),
+                          ("--noise-eps", "in units of max_u (unset: 0.5; 2.5 on Navigation"),
+                          ("--random-eps", "(discrete actions only) (default: 0.2)")]:
         assert re.search(re.escape(flag) + r" \S+ [^-]*" + re.escape(default), text), (flag, text)
-    assert "--sigma-a" not in text and "--eps " not in text
+    assert "--sigma-a" not in text and "--eps " not in text and "--eta" not in text
 
 
-def test_a_budget_below_one_iteration_prints_the_header_one_evaluation_and_the_summary(run):
+def test_a_budget_below_one_iteration_prints_the_header_one_evaluation_and_the_summary(train):
     """PointMaze rewards 0/1 (the other tasks -1/0); hEM never reads rewards, so it runs there unchanged."""
-    out = run("hem.py", "--env", "PointMaze_UMaze-v3", *TINY, "--total-timesteps", "1")
-    assert out.returncode == 0, out.stderr
-    lines = out.stdout.strip().splitlines()
+    out = train(hem, "--env", "PointMaze_UMaze-v3", *TINY, "--n-episodes", "2", "--total-timesteps", "1")
+    lines = out.strip().splitlines()
     assert re.fullmatch(r"hem \| PointMaze_UMaze-v3 \| 1 env steps \| seed 1 \| "
                         r"run runs/PointMaze_UMaze-v3__hem__1__\d+ \| tensorboard --logdir runs", lines[0]), lines[0]
-    assert len(lines) == 3 and len(eval_lines(out.stdout)) == 1, out.stdout  # one iteration, then its evaluation
+    assert len(lines) == 3 and len(eval_lines(out)) == 1, out  # one iteration, then its evaluation
     summary = r"hem done \| success \d\.\d\d \| [\d,]+ env steps \| 3 gradient steps \| \d+ s"
     assert re.fullmatch(summary, lines[2]), lines[2]
 
 
-@pytest.mark.parametrize("env,extra", [("BitFlip", ["--on-policy"]), ("Point2D", ["--eta", "0.1"])])
-def test_smoke_train_save_and_reload(run, tmp_path, env, extra):
-    _, ckpt = train_save_and_reload(run, tmp_path, ["hem.py"], env, *TINY, *extra, n_test=4)
+@pytest.mark.parametrize("module,env,extra", [(hem, "BitFlip", ["--on-policy", "--n-episodes", "2"]),
+                                              (hem_hybrid, "Point2D", [])])
+def test_smoke_train_save_and_reload(train, tmp_path, module, env, extra):
+    assert eval_lines(train(module, "--env", env, "--save-model", *TINY, *extra))
+    [ckpt] = glob.glob(str(tmp_path / "runs" / "*" / f"{module.ALGO}.pt"))
+    assert glob.glob(str(tmp_path / "runs" / "*" / "events.out.tfevents.*"))
+    out = train(module, "--eval-checkpoint", ckpt, "--n-test-rollouts", "4")
+    assert re.search(rf"{env}: success rate \d\.\d+, mean return -?\d+\.\d+ over 4 episodes", out), out
     saved = torch.load(ckpt, weights_only=True)  # tensors and plain types only
-    assert saved["algo"] == "hem" and {"policy", "o_norm", "g_norm", "args"} <= set(saved)
+    assert saved["algo"] == module.ALGO and {"policy", "o_norm", "g_norm", "args"} <= set(saved)
     assert saved["o_norm"]["count"] > 0
 
 
 @pytest.mark.parametrize("args,message", [(["--env", "Pendulum-v1"], "not goal-conditioned"),
                                           (["--env", "FetchReachDense-v4"], "dense or unknown reward"),
                                           (["--eval-checkpoint", "missing.pt"], "no checkpoint")])
-def test_bad_input_gets_a_one_line_error(run, args, message):
-    assert_one_line_error(run("hem.py", *args), message)
+def test_bad_input_is_refused_with_a_one_line_message(train, args, message):
+    """The script prints an EnvError as the one line `error: ...` (tests/test_project.py runs that path)."""
+    with pytest.raises(envs.EnvError, match=re.escape(message)) as error:
+        train(hem, *args)
+    assert "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize("env,flags,message", [("BitFlip", dict(eta=0.1), "needs a Box"),
-                                               ("DriveSeek", {}, "cannot be relabelled"),
+@pytest.mark.parametrize("env,flags,message", [("DriveSeek", {}, "cannot be relabelled"),
                                                ("Point2D", dict(n_episodes=0), "must be positive"),
                                                ("Point2D", dict(random_eps=1.5), "[0, 1]"),
-                                               ("Point2D", dict(noise_eps=-0.1), ">= 0"),
-                                               ("Point2D", dict(eta=0.1, on_policy=True), "--on-policy")])
+                                               ("Point2D", dict(noise_eps=-0.1), ">= 0")])
 def test_settings_the_script_cannot_run_are_refused_by_check_env(env, flags, message):
     """The script prints these EnvErrors as the one line `error: ...` (the test above checks that path)."""
     args = fill_defaults(Args(env=env, **flags))
     with pytest.raises(envs.EnvError, match=re.escape(message)):
         check_env(envs.make(env), args)
+
+
+@pytest.mark.parametrize("env,flags,message", [("BitFlip", {}, "needs a Box"),
+                                               ("Point2D", dict(polyak=1.5), "[0, 1]"),
+                                               ("Point2D", dict(eta=-0.1), ">= 0")])
+def test_settings_the_hybrid_cannot_run_are_refused_by_its_check_env(env, flags, message):
+    with pytest.raises(envs.EnvError, match=re.escape(message)):
+        hem_hybrid.check_env(envs.make(env), hem_hybrid.Args(env=env, **flags))
 
 
 class CreatesAFile:
@@ -259,23 +320,22 @@ def test_a_file_that_is_not_a_hem_checkpoint_is_refused_in_one_line_and_runs_not
     with open(tmp_path / "evil.pkl", "wb") as f:
         pickle.dump({"algo": "hem", "policy": CreatesAFile(str(marker))}, f)
     torch.save({"algo": "her_ddpg", "actor": {}}, tmp_path / "other.pt")
-    for name in ("garbage.pt", "evil.pt"):  # as a user runs it: one line, nonzero exit
-        out = run("hem.py", "--eval-checkpoint", str(tmp_path / name))
-        assert_one_line_error(out, f"error: {tmp_path / name} is not a hem.py checkpoint")
-    for name in ("evil.pkl", "other.pt"):  # the same loader, in process
+    out = run("hem.py", "--eval-checkpoint", str(tmp_path / "evil.pt"))  # as a user runs it: one line, nonzero exit
+    assert_one_line_error(out, f"error: {tmp_path / 'evil.pt'} is not a hem.py checkpoint")
+    for name in ("garbage.pt", "evil.pkl", "other.pt"):  # the same loader, in process
         with pytest.raises(envs.EnvError, match="is not a hem.py checkpoint"):
             load_checkpoint(str(tmp_path / name))
     assert not os.path.exists(marker)
 
 
-def test_learns_bitflip_and_the_m_step_is_what_makes_it_learn(run):
+def test_learns_bitflip_and_the_m_step_is_what_makes_it_learn(train):
     """BitFlip n = 8, 4k env steps: hEM >= 0.8 greedy success over 50 episodes; with no M-step (U = 0) the same
     budget stays at the untrained policy's level."""
     args = ["--env", "BitFlip:n=8", "--n-episodes", "20", "--n-batches", "50", "--batch-size", "128",
             "--total-timesteps", "4000", "--eval-interval", "2000", "--n-test-rollouts", "50", "--seed", "1"]
-    hem, untrained = run("hem.py", *args, timeout=600), run("hem.py", *args, "--n-batches", "0", timeout=600)
-    assert final_success(hem.stdout) >= 0.8, hem.stdout
-    assert final_success(untrained.stdout) <= 0.2, untrained.stdout
+    learned, untrained = train(hem, *args), train(hem, *args, "--n-batches", "0")
+    assert final_success(learned) >= 0.8, learned
+    assert final_success(untrained) <= 0.2, untrained
 
 
 @pytest.mark.slow

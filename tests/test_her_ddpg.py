@@ -89,6 +89,31 @@ def test_target_is_clipped_to_the_range_of_returns():
     torch.testing.assert_close(y, torch.tensor([0.0, -1 / (1 - gamma), -1 - gamma * 10, 0.0]))
 
 
+def test_the_actor_steps_on_the_critic_as_it_was_before_the_critic_step():
+    """baselines' her/ddpg.py computes both gradients in one sess.run, then steps: the actor's gradient is taken at
+    the old critic, not at the one the same update has just stepped (which gives a different actor here)."""
+    import copy
+
+    import her_ddpg
+
+    torch.manual_seed(0)
+    actor, critic = her_ddpg.Actor(4, 2, 2, [16], 1.0), her_ddpg.Critic(4, 2, 2, [16], 1.0)
+    old_actor, old_critic = copy.deepcopy(actor), copy.deepcopy(critic)
+    x = torch.randn(32, 6)
+    batch = [x, torch.rand(32, 2) * 2 - 1, -torch.ones(32), torch.randn(32, 6), torch.zeros(32)]
+    opts = [torch.optim.SGD(net.parameters(), lr=0.5) for net in (actor, critic)]
+    her_ddpg.update(batch, actor, critic, copy.deepcopy(actor), copy.deepcopy(critic), *opts,
+                    her_ddpg.Args(action_l2=0.0), 0.98, (-1.0, 0.0))
+
+    def actor_after_a_step_on(q):
+        grads = torch.autograd.grad(-q(x, old_actor(x)).mean(), list(old_actor.parameters()))
+        return [p - 0.5 * gr for p, gr in zip(old_actor.parameters(), grads)]
+
+    for p, expected in zip(actor.parameters(), actor_after_a_step_on(old_critic)):
+        torch.testing.assert_close(p, expected)
+    assert any(not torch.allclose(p, q) for p, q in zip(actor.parameters(), actor_after_a_step_on(critic)))
+
+
 def test_normalizer_standardises_then_clips():
     rng = np.random.default_rng(0)
     norm = Normalizer(3, eps=0.01, clip_obs=200.0, clip_range=5.0)

@@ -13,7 +13,7 @@ import torch
 import envs
 from conftest import assert_one_line_error, eval_lines, final_success, train_save_and_reload
 from htrpo import (Args, Episodes, Normalizer, Policy, build_batch, check_env, conjugate_gradient, fill_defaults, hgf,
-                   importance_weights, load_checkpoint, make_env, relabel, update)
+                   importance_weights, load_checkpoint, make_env, relabel, update, update_normalizers)
 
 BITS = envs.make("BitFlip:n=8,start=zeros").unwrapped
 
@@ -99,6 +99,46 @@ def test_weighted_is_sums_to_one_over_episodes_and_is_one_for_a_goal_blind_polic
     w = importance_weights(same, logp_orig, valid)
     n_valid = np.broadcast_to(valid.sum(0, keepdims=True), w.shape)
     np.testing.assert_allclose(w[valid], 1 / n_valid[valid])
+
+
+def test_weighted_is_weights_are_the_unclipped_ones_and_stay_finite_where_exp_overflows():
+    """Log ratios beyond +-50 keep their relative weights (the old clip at +-50 flattened them), and a shift by 1000 of
+    every episode's log ratio for one goal, where exp overflows in float64, leaves the weights unchanged."""
+    rng = np.random.default_rng(1)
+    N, M, T = 6, 4, 8
+    valid = np.cumsum(rng.random((N, M, T)) < 0.2, 2) == 0
+    valid[:, 3] = False  # a goal with no kept step: weights 0
+    logp_new, logp_orig = rng.normal(0, 30, (N, M, T)), rng.normal(0, 30, (N, T))
+    log_rho = np.cumsum((logp_new - logp_orig[:, None]) * valid, 2)
+    assert np.abs(log_rho[valid]).max() > 100  # far outside the old clip
+    rho = np.exp(log_rho) * valid  # float64: no overflow below ~700
+    reference = np.divide(rho, rho.sum(0), out=np.zeros_like(rho), where=rho.sum(0) > 0)
+    w = importance_weights(logp_new, logp_orig, valid)
+    np.testing.assert_allclose(w, reference, rtol=1e-10, atol=1e-300)
+    np.testing.assert_allclose(w.sum(0)[valid.any(0)], 1.0)
+    shifted = logp_new.copy()
+    shifted[:, 1, 0] += 1000  # every episode's ratio for goal 1 times e^1000 from step 0 on
+    with np.errstate(over="ignore"):
+        assert np.isinf(np.exp(np.cumsum((shifted - logp_orig[:, None]) * valid, 2))[valid]).any()
+    w_shifted = importance_weights(shifted, logp_orig, valid)
+    assert np.isfinite(w_shifted).all()
+    np.testing.assert_allclose(w_shifted, w, rtol=1e-9, atol=1e-300)
+    assert np.isfinite(importance_weights(shifted, logp_orig, valid, weighted=False)).all()  # raw: clipped
+
+
+def test_normalisers_skip_the_steps_past_each_episodes_end():
+    """Steps past ep_len hold zeros or the env's auto-reset; here they hold 1000, which must not reach the means."""
+    T, ep_len = 5, np.array([3, 5])
+    obs, ag = np.full((2, T + 1, 2), 1000.0), np.full((2, T + 1, 3), 1000.0)
+    for i, L in enumerate(ep_len):
+        obs[i, :L], ag[i, 1:L + 1] = i + 1, -(i + 1)  # s_0 .. s_{L-1} and ag_1 .. ag_L
+    g, zeros = np.full((2, 3), 7.0), np.zeros(2)
+    o_norm, g_norm = Normalizer(2), Normalizer(3)
+    update_normalizers(o_norm, g_norm, Episodes(obs, ag, g, np.zeros((2, T, 4)), ep_len, zeros, zeros,
+                                                np.zeros((2, T)), zeros))
+    assert o_norm.count == 8 and g_norm.count == 2 + 8
+    np.testing.assert_allclose(o_norm.mean, (3 * 1 + 5 * 2) / 8)
+    np.testing.assert_allclose(g_norm.mean, (2 * 7 - 3 * 1 - 5 * 2) / 10, rtol=1e-6)
 
 
 # -- the hindsight batch and the update -------------------------------------------------------------------------------
@@ -223,12 +263,13 @@ def test_per_env_defaults_fill_only_the_flags_left_unset():
     reach, bits16 = envs.make("FetchReach"), envs.make("BitFlip:n=16,start=zeros")
     args = fill_defaults(Args(env="FetchReach"), reach)
     assert (args.total_timesteps, args.steps_per_iter, args.n_goals, args.gamma, args.eval_interval,
-            args.n_test_rollouts, args.normalize, args.max_kl) == (32_000, 400, 30, 0.98, 1600, 20, True, 1e-3)
+            args.n_test_rollouts, args.normalize, args.max_kl) == (32_000, 400, 30, 0.98, 8000, 20, True, 1e-3)
     args = fill_defaults(Args(env="FetchReach-v4", total_timesteps=1000, paper=True, max_kl=1e-4), reach)
     assert (args.total_timesteps, args.max_kl, args.steps_per_iter, args.n_goals) == (1000, 1e-4, 3200, 100)
-    assert args.hidden_dims == [256, 256, 256] and args.eval_interval == 4 * 3200
+    assert args.hidden_dims == [256, 256, 256] and args.eval_interval == 8000
     args = fill_defaults(Args(env="BitFlip:n=16,start=zeros"), bits16)
     assert (args.total_timesteps, args.steps_per_iter, args.n_goals, args.gamma) == (5_000, 256, 64, 0.9)
+    assert args.eval_interval == 4 * 256  # 4 batches
     assert fill_defaults(Args(env="FetchPush"), reach).total_timesteps == 2_000_000
 
 
@@ -243,7 +284,7 @@ TINY = ["--steps-per-iter", "40", "--n-test-rollouts", "4", "--hidden-dims", "16
 
 def test_help_is_the_manual(run):
     out = " ".join(run("htrpo.py", "--help").stdout.replace("│", " ").split())  # undo the help's line wrapping
-    assert "32k on FetchReach" in out and "20 on Fetch" in out and "delta 2e-5" in out
+    assert "32k on FetchReach" in out and "20 on Fetch" in out and "8k on FetchReach" in out and "delta 2e-5" in out
 
 
 def test_a_2k_step_run_learns_6_bits_and_prints_header_evaluations_summary_and_checkpoint(run, tmp_path):

@@ -1,13 +1,20 @@
 """Project files and what every script promises: CI runs exactly the README's test command, algorithm files stand
-alone, an interrupted run keeps its checkpoint, and the same seed gives the same run."""
+alone, an interrupted run keeps its checkpoint, the same seed gives the same run, a run below the warm-up still
+evaluates and summarises, and a checkpoint file is never code.
+
+Starting Python with torch costs seconds of CPU, so where a claim allows it several CLI invocations share one
+process (run_in_one_process): each runs the script's own `__main__` block with its arguments, its stdout, stderr and
+exit status captured as a separate process would show them."""
 
 import ast
 import glob
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -46,12 +53,15 @@ LONG_RUNS = {  # arguments that print an evaluation line soon and then train for
     "reengage.py": ["--env", "Point2D", "--eval-interval", "200", "--hidden-dims", "32"],
     "reengage_sac.py": ["--env", "Point2D", "--eval-interval", "200", "--hidden-dims", "32"],
     "hem.py": ["--env", "Point2D", "--eval-interval", "100", "--hidden-dims", "32"],
+    "hem_hybrid.py": ["--env", "Point2D", "--eval-interval", "100", "--hidden-dims", "32"],
     "mher.py": ["--env", "Point2D", "--eval-interval", "100", "--random-episodes", "1", "--dyn-warmup", "1",
                 "--hidden-dims", "32"],
     "hdm.py": ["--env", "Point2D", "--eval-interval", "100", "--random-episodes", "1", "--hidden-dims", "32", "32"],
     "htrpo.py": ["--env", "BitFlip:n=4", "--steps-per-iter", "40", "--eval-interval", "40", "--hidden-dims", "32"],
     "multi_reengage.py": ["--env", "DriveSeek", "--random-episodes", "1", "--eval-interval", "80", "--encoder-dims",
                           "16", "16", "--hidden-dims", "16", "--n-test-rollouts", "2"],
+    "reengage_dqn.py": ["--env", "BitFlip:n=4", "--num-envs", "2", "--eval-interval", "40", "--n-batches", "2",
+                        "--n-test-rollouts", "2", "--hidden-dims", "16"],
 }
 
 
@@ -92,6 +102,8 @@ SHORT_RUNS = {  # a few evaluations' worth of training, and the checkpoint entry
                          "32"], "actor"),
     "hem.py": (["--env", "Navigation:k=2", "--total-timesteps", "300", "--n-episodes", "2", "--n-batches", "3",
                 "--eval-interval", "100", "--n-test-rollouts", "5", "--hidden-dims", "32"], "policy"),
+    "hem_hybrid.py": (["--env", "Point2D", "--total-timesteps", "400", "--eval-interval", "100", "--n-batches", "3",
+                       "--batch-size", "64", "--n-test-rollouts", "5", "--hidden-dims", "32"], "policy"),
     "mher.py": (["--env", "Point2D", "--total-timesteps", "600", "--random-episodes", "3", "--eval-interval", "100",
                  "--n-batches", "2", "--dyn-warmup", "2", "--n-test-rollouts", "2", "--hidden-dims", "32"], "actor"),
     "hdm.py": (["--env", "FourRooms", "--total-timesteps", "300", "--random-episodes", "2", "--eval-interval", "100",
@@ -101,27 +113,70 @@ SHORT_RUNS = {  # a few evaluations' worth of training, and the checkpoint entry
     "multi_reengage.py": (["--env", "NoisySeek", "--total-timesteps", "240", "--random-episodes", "2",
                            "--eval-interval", "80", "--batch-size", "16", "--encoder-dims", "16", "16", "--hidden-dims",
                            "16", "--n-test-rollouts", "3"], "actor"),
+    "reengage_dqn.py": (["--env", "BitFlip:n=4", "--total-timesteps", "240", "--num-envs", "4", "--eval-interval",
+                         "80", "--n-batches", "5", "--batch-size", "32", "--n-test-rollouts", "4", "--hidden-dims",
+                         "16"], "q_net"),
 }
+
+HARNESS = r"""
+import json, os, runpy, sys, tempfile, traceback, warnings
+results = []
+for cwd, argv in json.loads(sys.argv[1]):
+    os.chdir(cwd)
+    sys.argv = argv
+    files, saved = [tempfile.TemporaryFile("w+") for _ in "12"], [os.dup(1), os.dup(2)]
+    for fd, f in ((1, files[0]), (2, files[1])):
+        os.dup2(f.fileno(), fd)
+    code = 0
+    try:
+        with warnings.catch_warnings():  # each run shows its own warnings, as a new process would
+            runpy.run_path(argv[0], run_name="__main__")
+    except SystemExit as e:  # what the interpreter would do with it
+        code = e.code if isinstance(e.code, int) else 0 if e.code is None else print(e.code, file=sys.stderr) or 1
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, s in ((1, saved[0]), (2, saved[1])):
+            os.dup2(s, fd)
+    for f in files:
+        f.seek(0)
+    results.append([code, files[0].read(), files[1].read()])
+print(json.dumps(results))
+"""
+
+
+def run_in_one_process(runs):
+    """Run [(cwd, [script, args...]), ...] one after the other in one Python process; returns, per run, what a process
+    of its own would give: returncode, stdout, stderr."""
+    runs = [(str(cwd), [os.path.join(ROOT, argv[0]), *argv[1:]]) for cwd, argv in runs]
+    out = subprocess.run([sys.executable, "-c", HARNESS, json.dumps(runs)], env={**os.environ, "PYTHONPATH": ROOT},
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    return [SimpleNamespace(returncode=c, stdout=o, stderr=e) for c, o, e in json.loads(out.stdout.splitlines()[-1])]
 
 
 @pytest.mark.parametrize("script", sorted(SHORT_RUNS))
 def test_same_seed_same_evaluation_curve_and_weights(tmp_path, script):
-    """Same seed, same machine: identical evaluation lines and bit-identical weights; another seed differs. Every
-    evaluation logs the gradient steps so far."""
+    """Same seed: identical evaluation lines and bit-identical weights, between two processes and after another run
+    in the same process; another seed differs. Every evaluation logs the gradient steps so far."""
     args, key = SHORT_RUNS[script]
-
-    def train(seed, name):
+    for name in "abc":
         (tmp_path / name).mkdir()
-        out = run_script(script, *args, "--seed", str(seed), "--save-model", cwd=tmp_path / name)
-        [ckpt] = glob.glob(str(tmp_path / name / "runs" / "*" / script.replace(".py", ".pt")))
-        return eval_lines(out.stdout), torch.load(ckpt, weights_only=False)[key]
-
-    (lines_a, net_a), (lines_b, net_b), (_, net_c) = train(7, "a"), train(7, "b"), train(8, "c")
-    assert lines_a == lines_b and len(lines_a) >= 2
+    argv = [script, *args, "--save-model", "--seed"]
+    outs = [run_script(*argv, "7", cwd=tmp_path / "a")]
+    outs += run_in_one_process([(tmp_path / "c", [*argv, "8"]), (tmp_path / "b", [*argv, "7"])])[::-1]  # a, b, c
+    assert all(out.returncode == 0 for out in outs), [out.stderr for out in outs]
+    nets = [torch.load(glob.glob(str(tmp_path / name / "runs" / "*" / script.replace(".py", ".pt")))[0],
+                       weights_only=True)[key] for name in "abc"]
+    lines = [eval_lines(out.stdout) for out in outs]
+    assert lines[0] == lines[1] and len(lines[0]) >= 2
     grads = read_curve(str(tmp_path / "a"), "charts/gradient_steps")[1]  # what the report's column reads
-    assert len(grads) == len(lines_a) and grads[-1] > 0 and (np.diff(grads) >= 0).all()
-    assert all(torch.equal(net_a[k], net_b[k]) for k in net_a)
-    assert not all(torch.equal(net_a[k], net_c[k]) for k in net_a)
+    assert len(grads) == len(lines[0]) and grads[-1] > 0 and (np.diff(grads) >= 0).all()
+    assert all(torch.equal(nets[0][k], nets[1][k]) for k in nets[0])
+    assert not all(torch.equal(nets[0][k], nets[2][k]) for k in nets[0])
 
 
 SCRIPTS = sorted(SHORT_RUNS)
@@ -131,6 +186,8 @@ BELOW_WARMUP = {  # budgets shorter than the warm-up (or than one round of episo
     "hdm.py": ["--env", "FourRooms", "--total-timesteps", "100", "--random-episodes", "5", "--n-test-rollouts", "2",
                "--hidden-dims", "16"],
     "hem.py": ["--env", "FetchReach", "--total-timesteps", "1", "--n-test-rollouts", "2", "--hidden-dims", "16"],
+    "hem_hybrid.py": ["--env", "FetchReach", "--total-timesteps", "1", "--n-test-rollouts", "2", "--hidden-dims",
+                      "16"],
     "htrpo.py": ["--env", "BitFlip:n=4,start=zeros", "--total-timesteps", "1", "--steps-per-iter", "40",
                  "--n-test-rollouts", "4", "--hidden-dims", "16"],
     "reengage.py": ["--env", "ContinuousSeek:d=2", "--total-timesteps", "50", "--n-test-rollouts", "2",
@@ -140,6 +197,8 @@ BELOW_WARMUP = {  # budgets shorter than the warm-up (or than one round of episo
     "mher.py": ["--env", "Point2D", "--total-timesteps", "150", "--n-test-rollouts", "2", "--hidden-dims", "16"],
     "multi_reengage.py": ["--total-timesteps", "50", "--n-test-rollouts", "2", "--encoder-dims", "16", "16",
                           "--hidden-dims", "16"],
+    "reengage_dqn.py": ["--env", "BitFlip:n=4", "--total-timesteps", "1", "--num-envs", "2", "--n-batches", "1",
+                        "--n-test-rollouts", "2", "--hidden-dims", "16"],
 }
 
 
@@ -165,23 +224,16 @@ class RunsCode:
         return os.system, (f"touch {self.marker}",)
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_a_checkpoint_that_would_run_code_is_refused_and_runs_nothing(tmp_path, script):
-    import pickle
-
-    marker = tmp_path / "pwned"
-    for name, save in [("raw.pt", lambda obj, f: pickle.dump(obj, f)), ("zip.pt", torch.save)]:
-        with open(tmp_path / name, "wb") as f:
-            save({"algo": script[:-3], "actor": RunsCode(marker)}, f)
-        out = run_script(script, "--eval-checkpoint", str(tmp_path / name), cwd=tmp_path)
-        assert out.returncode != 0 and "not a" in out.stderr and "checkpoint" in out.stderr, out.stderr
-        assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr, out.stderr
-        assert not marker.exists()
-
-
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_a_file_that_is_not_a_checkpoint_gets_one_line(tmp_path, script):
+def test_a_checkpoint_that_would_run_code_or_is_not_one_is_refused_in_one_line_and_runs_nothing(tmp_path):
+    """Per script: a torch file whose unpickling would run a command, and a text file."""
     (tmp_path / "notes.txt").write_text("not a checkpoint\n")
-    out = run_script(script, "--eval-checkpoint", str(tmp_path / "notes.txt"), cwd=tmp_path)
-    assert out.returncode != 0 and "not a" in out.stderr, out.stderr
-    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr, out.stderr
+    runs = []
+    for script in SCRIPTS:
+        torch.save({"algo": script[:-3], "actor": RunsCode(tmp_path / f"pwned_{script}")}, tmp_path / f"{script}.pt")
+        runs += [(tmp_path, [script, "--eval-checkpoint", str(tmp_path / name)]) for name in (f"{script}.pt",
+                                                                                              "notes.txt")]
+    wrong = [(argv[0], argv[-1], out.returncode, out.stderr) for (_, argv), out in zip(runs, run_in_one_process(runs))
+             if out.returncode == 0 or "not a" not in out.stderr or "checkpoint" not in out.stderr
+             or len(out.stderr.strip().splitlines()) != 1 or "Traceback" in out.stderr]
+    assert not wrong  # (script, file, exit status, stderr) of each run that did not end in one line
+    assert not glob.glob(str(tmp_path / "pwned_*"))

@@ -1,5 +1,6 @@
 """reengage.py: the goal-gradient term (finite differences, the target-actor path, the sparse mask under both reward
-conventions, alpha = 0), the regimes, then the script as a user runs it."""
+conventions, alpha = 0), the update order, the SB3 sampler, the regimes, then the script as a user runs it. The
+script-level tests shared with reengage_sac.py (and the SB3 sampler's) run on both files here."""
 
 import copy
 import glob
@@ -12,7 +13,10 @@ import torch
 
 import envs
 import her_ddpg
-from conftest import assert_one_line_error, eval_lines, final_success, train_save_and_reload
+import reengage
+import reengage_sac
+from conftest import (IndexGoalEnv, assert_one_line_error, eval_lines, final_success, indexed_episodes,
+                      train_save_and_reload)
 from reengage import Actor, Args, Critic, Normalizer, fill_defaults, reengage_critic_loss
 
 OBS, GOAL, ACT, B, GAMMA = 4, 3, 2, 16, 0.95
@@ -123,6 +127,46 @@ def test_grad_term_trains_the_critic(nets):
     assert any(gr is not None and gr.abs().sum() > 0 for gr in grads)
 
 
+def test_the_actor_steps_on_the_critic_as_it_was_before_the_critic_step(nets):
+    """As baselines: both gradients first, then both steps, so the actor's gradient is taken at the old critic."""
+    actor, critic, actor_t, critic_t, g_norm = nets
+    o, a, r, o2, g, d = batch(6)
+    old_actor, old_critic = copy.deepcopy(actor), copy.deepcopy(critic)
+    pi = old_actor(torch.cat([o, g_norm.torch(g)], -1))
+    old_loss = -old_critic(torch.cat([o, g_norm.torch(g)], -1), pi).mean()
+    grads = torch.autograd.grad(old_loss, list(old_actor.parameters()))
+    expected = [p - 0.5 * gr for p, gr in zip(old_actor.parameters(), grads)]
+    opts = [torch.optim.SGD(net.parameters(), lr=0.5) for net in (actor, critic)]
+    args = Args(alpha=0.2, action_l2=0.0)
+    reengage.update((o, a, r, o2, g, d), actor, critic, actor_t, critic_t, *opts, args, GAMMA, FAIL_SUCCESS, g_norm)
+    assert any(not torch.equal(p, q) for p, q in zip(critic.parameters(), old_critic.parameters()))  # it stepped
+    for p, p_expected in zip(actor.parameters(), expected):
+        torch.testing.assert_close(p, p_expected)
+
+
+@pytest.mark.parametrize("module", [reengage, reengage_sac])
+def test_sb3_sampler_relabels_exactly_the_first_80_percent_at_t_up_to_T_minus_2_never_with_the_final_state(module):
+    """SB3 1.x's HerReplayBuffer, as in the paper's runs: int(0.8 B) rows, t in 0 .. T-2, t' in t+1 .. T-1."""
+    T, lengths = 10, np.r_[np.full(30, 10), np.random.default_rng(1).integers(1, 11, 20)]  # some episodes ended early
+    buf = module.EpisodeBuffer(50 * T, T, 2, 2, 1, IndexGoalEnv(), "future_sb3", 4, np.random.default_rng(0))
+    buf.store(*indexed_episodes(50, T, lengths))
+    for size in (37, 20_000):
+        o, _, r, _, g, _ = buf.sample(size)
+        e, t, relabelled = o[:, 0].astype(int), o[:, 1].astype(int), g[:, 0] >= 0
+        her = np.arange(size) < int(0.8 * size)
+        assert (relabelled == (her & (lengths[e] > 1))).all()  # exactly the first int(0.8 B) rows, not a coin
+        assert (t < lengths[e]).all() and (t[relabelled] <= lengths[e[relabelled]] - 2).all()
+        assert (g[relabelled, 0] == e[relabelled]).all() and (g[relabelled, 1] > t[relabelled]).all()
+        assert (g[relabelled, 1] <= lengths[e[relabelled]] - 1).all()  # the final state s_T is never a goal
+    full = relabelled & (lengths[e] == T)  # every index is reached: t in 0 .. T-2, t' in t+1 .. T-1, r recomputed
+    assert set(t[full]) == set(range(T - 1)) and set(g[full, 1]) == set(range(1, T))
+    assert ((r == 0) == ((g[:, 1] == t + 1) & relabelled)).all()
+    base = module.EpisodeBuffer(50 * T, T, 2, 2, 1, IndexGoalEnv(), "future", 4, np.random.default_rng(0))
+    base.store(*indexed_episodes(50, T))
+    o, _, _, _, g, _ = base.sample(20_000)
+    assert (g[:, 1] == T).any() and (g[:, 0] >= 0)[: 16_000].mean() < 0.9  # baselines': a coin, s_T included
+
+
 def test_the_env_picks_the_regime_and_the_regime_fills_the_unset_flags():
     seek = fill_defaults(Args(env="ContinuousSeek:d=20"))
     assert (seek.regime, seek.alpha, seek.gamma, seek.hidden_dims, seek.random_episodes) == ("seek", 0.2, 0.95,
@@ -133,6 +177,8 @@ def test_the_env_picks_the_regime_and_the_regime_fills_the_unset_flags():
                                                                                              [256] * 3, 0)
     assert (base.normalize, base.clip_range, base.noise_eps, base.random_eps, base.action_l2) == (True, 5.0, 0.2, 0.3,
                                                                                                   1.0)
+    assert (seek.replay_strategy, seek.polyak, seek.polyak_every_step) == ("future_sb3", 0.995, True)  # SB3's
+    assert (base.replay_strategy, base.polyak, base.polyak_every_step) == ("future", 0.95, False)  # baselines'
     forced = fill_defaults(Args(env="FetchReach", regime="seek", noise_eps=0.1))  # the recipe, not the env's budget
     assert (forced.alpha, forced.noise_eps, forced.total_timesteps, forced.n_batches) == (0.2, 0.1, 5_000, 10)
 
@@ -147,25 +193,27 @@ def test_help_says_which_values_run(run):
     out = run("reengage.py", "--help")
     assert out.returncode == 0
     text = " ".join(out.stdout.split()).replace("│ ", "")
-    assert "unset: 0.2 in the seek regime, 2e-5 otherwise" in text and "unset: seek on ContinuousSeek" in text
+    assert "unset: 0.2 in seek, 2e-5 else" in text and "unset: seek on ContinuousSeek" in text
 
 
-def test_a_tiny_run_prints_header_evaluations_and_summary_and_its_checkpoint_reloads(run, tmp_path):
-    stdout, _ = train_save_and_reload(run, tmp_path, ["reengage.py"], "ContinuousSeek:d=3", *SEEK_TINY[2:], n_test=4)
+@pytest.mark.parametrize("script", ["reengage", "reengage_sac"])
+def test_a_tiny_run_prints_header_evaluations_and_summary_and_its_checkpoint_reloads(run, tmp_path, script):
+    stdout, _ = train_save_and_reload(run, tmp_path, [f"{script}.py"], "ContinuousSeek:d=3", *SEEK_TINY[2:], n_test=4)
     lines = stdout.splitlines()
-    assert re.match(r"reengage \| ContinuousSeek-v0 \| 300 env steps \| seed 1 \| run runs/\S+ \| tensorboard",
+    assert re.match(rf"{script} \| ContinuousSeek-v0 \| 300 env steps \| seed 1 \| run runs/\S+ \| tensorboard",
                     lines[0])
     assert len(eval_lines(stdout)) == 3
-    summary = r"reengage done \| success \d\.\d\d \| 300 env steps \| 210 gradient steps \| \d+ s \| checkpoint runs/"
+    summary = rf"{script} done \| success \d\.\d\d \| 300 env steps \| 210 gradient steps \| \d+ s \| checkpoint runs/"
     assert re.match(summary, lines[-1])
 
 
-def test_a_budget_below_the_warm_up_still_ends_with_an_evaluation_and_the_summary(run):
-    out = run("reengage.py", "--env", "ContinuousSeek:d=3", "--total-timesteps", "50", "--hidden-dims", "16",
+@pytest.mark.parametrize("script", ["reengage", "reengage_sac"])
+def test_a_budget_below_the_warm_up_still_ends_with_an_evaluation_and_the_summary(run, script):
+    out = run(f"{script}.py", "--env", "ContinuousSeek:d=3", "--total-timesteps", "50", "--hidden-dims", "16",
               "--n-test-rollouts", "2")  # the seek regime's warm-up is 100 episodes = 1,000 steps
     assert out.returncode == 0, out.stderr
     assert eval_lines(out.stdout) == ["step       50/50 | success 0.00 | return  -10.00 "]
-    assert "reengage done | success 0.00 | 50 env steps | 0 gradient steps" in out.stdout
+    assert f"{script} done | success 0.00 | 50 env steps | 0 gradient steps" in out.stdout
 
 
 def test_alpha_zero_in_the_baselines_regime_trains_exactly_her_ddpg(run, tmp_path):
@@ -179,11 +227,15 @@ def test_alpha_zero_in_the_baselines_regime_trains_exactly_her_ddpg(run, tmp_pat
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("args,message", [(["--env", "BitFlip"], "continuous Box action space"),
-                                          (["--env", "FetchReachDense-v4"], "dense or unknown reward"),
-                                          (["--eval-checkpoint", "missing.pt"], "no checkpoint")])
-def test_bad_input_gets_a_one_line_error(run, args, message):
-    assert_one_line_error(run("reengage.py", *args), message)
+@pytest.mark.parametrize("script,args,message", [
+    ("reengage", ["--env", "BitFlip"], "DDPG needs a continuous Box action space"),
+    ("reengage_sac", ["--env", "BitFlip"], "SAC needs a continuous Box action space"),
+    ("reengage", ["--env", "FetchReachDense-v4"], "dense or unknown reward"),
+    ("reengage_sac", ["--random-eps", "2"], "[0, 1]"),
+    ("reengage_sac", ["--ent-coef-init", "0"], "--ent-coef-init > 0"),
+    ("reengage", ["--eval-checkpoint", "missing.pt"], "no checkpoint")])
+def test_bad_input_gets_a_one_line_error(run, script, args, message):
+    assert_one_line_error(run(f"{script}.py", *args), message)
 
 
 class WritesAMarker:
@@ -196,18 +248,19 @@ class WritesAMarker:
         return open, (self.path, "w")
 
 
-def test_a_garbage_or_malicious_checkpoint_is_refused_in_one_line_and_runs_nothing(run, tmp_path):
+@pytest.mark.parametrize("script,other_algo", [("reengage", "reengage_sac"), ("reengage_sac", "reengage")])
+def test_a_garbage_or_malicious_checkpoint_is_refused_in_one_line_and_runs_nothing(run, tmp_path, script, other_algo):
     marker = str(tmp_path / "pwned")
     evil, garbage, other = tmp_path / "evil.pt", tmp_path / "garbage.pt", tmp_path / "other.pt"
-    torch.save({"algo": "reengage", "actor": WritesAMarker(marker)}, evil)
+    torch.save({"algo": script, "actor": WritesAMarker(marker)}, evil)
     torch.load(evil, weights_only=False)  # the file is armed: a plain load runs the code
     assert os.path.exists(marker)
     os.remove(marker)
     garbage.write_text("not a checkpoint\n")
-    torch.save({"algo": "reengage_sac", "actor": {}}, other)  # the SAC variant's checkpoint is not this file's
+    torch.save({"algo": other_algo, "actor": {}}, other)  # the other variant's checkpoint is not this file's
     for path in (evil, garbage, other):
-        out = run("reengage.py", "--eval-checkpoint", str(path))
-        assert_one_line_error(out, f"{path} is not a reengage.py checkpoint")
+        out = run(f"{script}.py", "--eval-checkpoint", str(path))
+        assert_one_line_error(out, f"{path} is not a {script}.py checkpoint")
     assert not os.path.exists(marker)
 
 

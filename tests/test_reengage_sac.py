@@ -1,14 +1,12 @@
 """reengage_sac.py: the SAC target's goal-gradient (finite differences through the sampled action and the entropy
-term), one gradient per critic, the sparse mask under both reward conventions; then the script as a user runs it."""
-
-import os
-import re
+term), one gradient per critic, the sparse mask under both reward conventions, the regimes; then the script. The
+script tests it shares with reengage.py (tiny run, warm-up, bad input, checkpoints) run in test_reengage.py."""
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import assert_one_line_error, eval_lines, final_success, train_save_and_reload
+from conftest import eval_lines, final_success
 from reengage_sac import Actor, Args, Normalizer, TwinCritic, fill_defaults, reengage_critic_loss
 
 OBS, GOAL, ACT, B, GAMMA = 4, 3, 2, 16, 0.95
@@ -115,70 +113,16 @@ def test_the_env_picks_the_regime():
                                                                                                 False, 1.0)
     assert (base.regime, base.alpha, base.hidden_dims, base.normalize, base.ent_coef_init) == ("baselines", 2e-5,
                                                                                                 [256] * 3, True, 0.1)
+    assert (seek.replay_strategy, seek.polyak, seek.polyak_every_step) == ("future_sb3", 0.995, True)  # SB3's
+    assert (base.replay_strategy, base.polyak, base.polyak_every_step) == ("future", 0.95, False)
 
 
-# -- the script ----------------------------------------------------------------------------------------------------
-
-SEEK_TINY = ["--env", "ContinuousSeek:d=3", "--total-timesteps", "300", "--eval-interval", "100", "--random-episodes",
-             "10", "--batch-size", "32", "--hidden-dims", "32", "--n-test-rollouts", "5"]
-
-
-def test_a_tiny_run_prints_the_header_evaluations_and_summary_and_its_checkpoint_reloads(run, tmp_path):
-    stdout, _ = train_save_and_reload(run, tmp_path, ["reengage_sac.py"], "ContinuousSeek:d=3", *SEEK_TINY[2:],
-                                      n_test=4)
-    lines = stdout.splitlines()
-    assert re.match(r"reengage_sac \| ContinuousSeek-v0 \| 300 env steps \| seed 1 \| run runs/\S+ \| tensorboard",
-                    lines[0])
-    assert len(eval_lines(stdout)) == 3
-    summary = r"reengage_sac done \| success \d\.\d\d \| 300 env steps \| 210 gradient steps \| \d+ s \| checkpoint"
-    assert re.match(summary, lines[-1])
-
-
-def test_a_budget_below_the_warm_up_still_ends_with_an_evaluation_and_the_summary(run):
-    out = run("reengage_sac.py", "--env", "ContinuousSeek:d=3", "--total-timesteps", "50", "--hidden-dims", "16",
-              "--n-test-rollouts", "2")  # the seek regime's warm-up is 100 episodes = 1,000 steps
-    assert out.returncode == 0, out.stderr
-    assert eval_lines(out.stdout) == ["step       50/50 | success 0.00 | return  -10.00 "]
-    assert "reengage_sac done | success 0.00 | 50 env steps | 0 gradient steps" in out.stdout
-
+# -- the script (the tests it shares with reengage.py run on both files in test_reengage.py) ---------------------
 
 def test_smoke_baselines_regime_on_hand_reach(run):
     out = run("reengage_sac.py", "--env", "HandReach", "--total-timesteps", "100", "--n-batches", "2",
               "--n-test-rollouts", "2", "--hidden-dims", "16", "--batch-size", "16")
     assert out.returncode == 0 and len(eval_lines(out.stdout)) == 1, out.stderr
-
-
-@pytest.mark.parametrize("args,message", [(["--env", "BitFlip"], "SAC needs a continuous Box action space"),
-                                          (["--env", "FetchReachDense-v4"], "dense or unknown reward"),
-                                          (["--random-eps", "2"], "[0, 1]"),
-                                          (["--ent-coef-init", "0"], "--ent-coef-init > 0")])
-def test_bad_input_gets_a_one_line_error(run, args, message):
-    assert_one_line_error(run("reengage_sac.py", *args), message)
-
-
-class WritesAMarker:
-    """Unpickled by plain pickle, this opens (creates) the marker file: code a checkpoint must never run."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return open, (self.path, "w")
-
-
-def test_a_garbage_or_malicious_checkpoint_is_refused_in_one_line_and_runs_nothing(run, tmp_path):
-    marker = str(tmp_path / "pwned")
-    evil, garbage, other = tmp_path / "evil.pt", tmp_path / "garbage.pt", tmp_path / "other.pt"
-    torch.save({"algo": "reengage_sac", "actor": WritesAMarker(marker)}, evil)
-    torch.load(evil, weights_only=False)  # the file is armed: a plain load runs the code
-    assert os.path.exists(marker)
-    os.remove(marker)
-    garbage.write_text("not a checkpoint\n")
-    torch.save({"algo": "reengage", "actor": {}}, other)  # the DDPG file's checkpoint holds a different actor
-    for path in (evil, garbage, other):
-        out = run("reengage_sac.py", "--eval-checkpoint", str(path))
-        assert_one_line_error(out, f"{path} is not a reengage_sac.py checkpoint")
-    assert not os.path.exists(marker)
 
 
 @pytest.mark.slow

@@ -436,7 +436,7 @@ def start_run(env, args, world):
     writer = SummaryWriter(run_dir)
     table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
     writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
-    workers = f" x {world} workers" if world > 1 else ""
+    workers = f" ({world} workers)" if world > 1 else ""
     print(f"{ALGO} | {env.spec.id} | {args.total_timesteps:,} env steps{workers} | seed {args.seed} | run {run_dir} | "
           "tensorboard --logdir runs", flush=True)
     return run_dir, writer

@@ -195,6 +195,8 @@ def test_navigation_noise_is_the_papers_absolute_sigma_a_and_other_envs_keep_hal
     assert fill_defaults(Args(env="Navigation:k=5")).noise_eps == 2.5
     assert fill_defaults(Args(env="FetchReach")).noise_eps == 0.5 and fill_defaults(Args(env="Point2D")).noise_eps == 0.5
     assert fill_defaults(Args(env="Navigation:k=5", noise_eps=0.5)).noise_eps == 0.5  # a set flag is kept
+    assert fill_defaults(Args(env="FetchReach")).total_timesteps == 12_000  # the demo budget
+    assert fill_defaults(Args(env="Point2D")).total_timesteps == 5_000
     policy = GaussianPolicy(2, 2, 2, [8], 1.0)
     with torch.no_grad():
         policy.net[-1].weight.zero_()
@@ -351,4 +353,4 @@ def test_learns_continuous_navigation(run):
 def test_default_fetch_reach_demo_ends_solved(run, seed):
     out = run("hem.py", "--env", "FetchReach", "--seed", str(seed), timeout=600)
     assert out.returncode == 0, out.stderr
-    assert "step     5000/5000" in out.stdout and final_success(out.stdout) >= 0.9, out.stdout
+    assert "step    12000/12000" in out.stdout and final_success(out.stdout) >= 0.9, out.stdout

@@ -281,6 +281,6 @@ def test_torchrun_two_workers_train_and_only_rank_0_reports(tmp_path):
                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"},
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.count("her_ddpg | Point2D-v0 | 800 env steps x 2 workers") == 1
+    assert out.stdout.count("her_ddpg | Point2D-v0 | 800 env steps (2 workers)") == 1
     assert len(eval_lines(out.stdout)) == 2 and out.stdout.count("her_ddpg done") == 1
     assert len(glob.glob(str(tmp_path / "runs" / "*" / "her_ddpg.pt"))) == 1

@@ -77,7 +77,7 @@ def summarise(exp, results):
 def first_reached(curve, grads, level):
     """(env steps, gradient steps, minutes) at the first evaluation >= level, or None if never reached."""
     steps, values, seconds = curve
-    hits = np.flatnonzero(values >= level)
+    hits = np.flatnonzero(values >= level - 1e-6)  # TensorBoard keeps float32: 0.9 is stored as 0.89999998
     if not len(hits):
         return None
     i = hits[0]

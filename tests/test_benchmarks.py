@@ -63,3 +63,14 @@ def test_runner_resumes_and_the_report_reads_the_runs_back(tmp_path):
     assert row[4] == "2"  # gradient steps, read from the run: one policy update per batch, two batches of >= 30 steps
     assert "- `later`" in report.split("## Not run yet")[1]
     assert (tmp_path / "docs" / "img" / "tiny.png").stat().st_size > 1000
+
+
+def test_a_level_is_reached_by_a_value_stored_as_float32():
+    """TensorBoard stores 0.9 as float32 (0.89999998): it still reaches the level 0.9."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import numpy as np
+    from report import first_reached
+
+    curve = (np.array([1000, 2000]), np.array([0.8, 0.9], dtype=np.float32).astype(np.float64), np.array([60.0, 120.0]))
+    assert first_reached(curve, None, 0.9)[0] == 2000
+    assert first_reached(curve, None, 0.95) is None

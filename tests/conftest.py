@@ -1,10 +1,12 @@
 """Shared test helpers: the repo root on sys.path, and one way to run a script as a user would."""
 
 import glob
+import json
 import os
 import re
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,6 +20,46 @@ def run_script(script, *args, cwd, timeout=300):
     env = {**os.environ, "PYTHONPATH": ROOT}
     return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+HARNESS = r"""
+import json, os, runpy, sys, tempfile, traceback, warnings
+results = []
+for cwd, argv in json.loads(sys.argv[1]):
+    os.chdir(cwd)
+    sys.argv = argv
+    files, saved = [tempfile.TemporaryFile("w+") for _ in "12"], [os.dup(1), os.dup(2)]
+    for fd, f in ((1, files[0]), (2, files[1])):
+        os.dup2(f.fileno(), fd)
+    code = 0
+    try:
+        with warnings.catch_warnings():  # each run shows its own warnings, as a new process would
+            runpy.run_path(argv[0], run_name="__main__")
+    except SystemExit as e:  # what the interpreter would do with it
+        code = e.code if isinstance(e.code, int) else 0 if e.code is None else print(e.code, file=sys.stderr) or 1
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, s in ((1, saved[0]), (2, saved[1])):
+            os.dup2(s, fd)
+    for f in files:
+        f.seek(0)
+    results.append([code, files[0].read(), files[1].read()])
+print(json.dumps(results))
+"""
+
+
+def run_in_one_process(runs):
+    """Run [(cwd, [script, args...]), ...] one after the other in one Python process; returns, per run, what a process
+    of its own would give: returncode, stdout, stderr."""
+    runs = [(str(cwd), [os.path.join(ROOT, argv[0]), *argv[1:]]) for cwd, argv in runs]
+    out = subprocess.run([sys.executable, "-c", HARNESS, json.dumps(runs)], env={**os.environ, "PYTHONPATH": ROOT},
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    return [SimpleNamespace(returncode=c, stdout=o, stderr=e) for c, o, e in json.loads(out.stdout.splitlines()[-1])]
 
 
 def eval_lines(stdout):

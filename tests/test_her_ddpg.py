@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import envs
-from conftest import (ROOT, IndexGoalEnv, assert_one_line_error, eval_lines, final_success, indexed_episodes,
-                      train_save_and_reload)
+from conftest import (assert_one_line_error, eval_lines, final_success, indexed_episodes, IndexGoalEnv, ROOT,
+                      run_in_one_process, train_save_and_reload)
 from her_ddpg import EpisodeBuffer, Normalizer, td_target
 
 T = 10
@@ -133,11 +133,6 @@ def test_normalizer_standardises_then_clips():
 TINY = ["--total-timesteps", "400", "--eval-interval", "200", "--n-batches", "5", "--hidden-dims", "32", "--batch-size", "32"]
 
 
-def test_help_is_the_manual(run):
-    out = run("her_ddpg.py", "--help")
-    assert out.returncode == 0 and "--replay-k" in out.stdout and "relabel" in out.stdout
-
-
 def test_smoke_train_save_and_reload(run, tmp_path):
     stdout, ckpt = train_save_and_reload(run, tmp_path, ["her_ddpg.py"], "Point2D", *TINY, n_test=4)
     assert len(eval_lines(stdout)) == 2
@@ -145,31 +140,28 @@ def test_smoke_train_save_and_reload(run, tmp_path):
     assert {"actor", "o_norm", "g_norm", "args"} <= set(saved) and saved["o_norm"]["count"] > 0
 
 
-def test_smoke_fetch_reach(run):
-    out = run("her_ddpg.py", "--env", "FetchReach", "--total-timesteps", "100", "--n-batches", "2",
-              "--n-test-rollouts", "2", "--hidden-dims", "32")
-    assert out.returncode == 0, out.stderr
-    assert len(eval_lines(out.stdout)) == 1
+SMOKE_ENVS = ["FetchReach", "FetchPush", "FetchPickAndPlace", "FetchSlide", "HandReach", "ContinuousSeek:d=20",
+              "Point2DFourRoom", "FourRooms", "Navigation:k=5", "GoalReacher"]
+BAD_INPUT = [(["--env", "BitFlip"], "continuous Box action space"), (["--env", "Pendulum-v1"], "not goal-conditioned"),
+             (["--env", "FetchReech"], "did you mean FetchReach"), (["--env", "DriveSeek"], "cannot be relabelled"),
+             (["--total-timesteps", "0"], "must be positive"), (["--random-eps", "2"], "[0, 1]"),
+             (["--eval-checkpoint", "missing.pt"], "no checkpoint")]
 
 
-@pytest.mark.parametrize("env", ["FetchPush", "FetchPickAndPlace", "FetchSlide", "HandReach", "ContinuousSeek:d=20",
-                                 "Point2DFourRoom", "FourRooms", "Navigation:k=5", "GoalReacher"])
-def test_smoke_runs_on_every_continuous_goal_env(run, env):
-    out = run("her_ddpg.py", "--env", env, "--total-timesteps", "100", "--num-envs", "2", "--n-batches", "2",
-              "--n-test-rollouts", "2", "--hidden-dims", "16", "--batch-size", "16")
-    assert out.returncode == 0, out.stderr
-    assert re.search(r"success \d\.\d\d", out.stdout)
-
-
-@pytest.mark.parametrize("args,message", [(["--env", "BitFlip"], "continuous Box action space"),
-                                          (["--env", "Pendulum-v1"], "not goal-conditioned"),
-                                          (["--env", "FetchReech"], "did you mean FetchReach"),
-                                          (["--env", "DriveSeek"], "cannot be relabelled"),
-                                          (["--total-timesteps", "0"], "must be positive"),
-                                          (["--random-eps", "2"], "[0, 1]"),
-                                          (["--eval-checkpoint", "missing.pt"], "no checkpoint")])
-def test_bad_input_gets_a_one_line_error(run, args, message):
-    assert_one_line_error(run("her_ddpg.py", *args), message)
+def test_help_every_continuous_goal_env_and_bad_input(tmp_path):
+    """--help is the manual; one tiny run per env family; one run per user mistake ends in one line. All in one
+    Python process (see run_in_one_process)."""
+    tiny = ["--total-timesteps", "100", "--num-envs", "2", "--n-batches", "2", "--n-test-rollouts", "2",
+            "--hidden-dims", "16", "--batch-size", "16"]
+    runs = [(tmp_path, ["her_ddpg.py", "--env", env, *tiny]) for env in SMOKE_ENVS]
+    runs += [(tmp_path, ["her_ddpg.py", *args]) for args, _ in BAD_INPUT] + [(tmp_path, ["her_ddpg.py", "--help"])]
+    outs = run_in_one_process(runs)
+    assert outs[-1].returncode == 0 and "--replay-k" in outs[-1].stdout and "relabel" in outs[-1].stdout
+    for env, out in zip(SMOKE_ENVS, outs):
+        assert out.returncode == 0, (env, out.stderr)
+        assert len(eval_lines(out.stdout)) == 1 and re.search(r"success \d\.\d\d", out.stdout), (env, out.stdout)
+    for (args, message), out in zip(BAD_INPUT, outs[len(SMOKE_ENVS):]):
+        assert_one_line_error(out, message)
 
 
 def test_learns_point2d_and_relabeling_is_what_makes_it_learn(run):

@@ -8,19 +8,17 @@ exit status captured as a separate process would show them."""
 
 import ast
 import glob
-import json
 import os
 import re
 import signal
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, eval_lines, run_script
+from conftest import ROOT, eval_lines, run_in_one_process
 
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 from report import read_curve  # noqa: E402
@@ -118,65 +116,27 @@ SHORT_RUNS = {  # a few evaluations' worth of training, and the checkpoint entry
                          "16"], "q_net"),
 }
 
-HARNESS = r"""
-import json, os, runpy, sys, tempfile, traceback, warnings
-results = []
-for cwd, argv in json.loads(sys.argv[1]):
-    os.chdir(cwd)
-    sys.argv = argv
-    files, saved = [tempfile.TemporaryFile("w+") for _ in "12"], [os.dup(1), os.dup(2)]
-    for fd, f in ((1, files[0]), (2, files[1])):
-        os.dup2(f.fileno(), fd)
-    code = 0
-    try:
-        with warnings.catch_warnings():  # each run shows its own warnings, as a new process would
-            runpy.run_path(argv[0], run_name="__main__")
-    except SystemExit as e:  # what the interpreter would do with it
-        code = e.code if isinstance(e.code, int) else 0 if e.code is None else print(e.code, file=sys.stderr) or 1
-    except BaseException:
-        traceback.print_exc()
-        code = 1
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        for fd, s in ((1, saved[0]), (2, saved[1])):
-            os.dup2(s, fd)
-    for f in files:
-        f.seek(0)
-    results.append([code, files[0].read(), files[1].read()])
-print(json.dumps(results))
-"""
-
-
-def run_in_one_process(runs):
-    """Run [(cwd, [script, args...]), ...] one after the other in one Python process; returns, per run, what a process
-    of its own would give: returncode, stdout, stderr."""
-    runs = [(str(cwd), [os.path.join(ROOT, argv[0]), *argv[1:]]) for cwd, argv in runs]
-    out = subprocess.run([sys.executable, "-c", HARNESS, json.dumps(runs)], env={**os.environ, "PYTHONPATH": ROOT},
-                         capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr
-    return [SimpleNamespace(returncode=c, stdout=o, stderr=e) for c, o, e in json.loads(out.stdout.splitlines()[-1])]
-
-
-@pytest.mark.parametrize("script", sorted(SHORT_RUNS))
-def test_same_seed_same_evaluation_curve_and_weights(tmp_path, script):
-    """Same seed: identical evaluation lines and bit-identical weights, between two processes and after another run
-    in the same process; another seed differs. Every evaluation logs the gradient steps so far."""
-    args, key = SHORT_RUNS[script]
-    for name in "abc":
-        (tmp_path / name).mkdir()
-    argv = [script, *args, "--save-model", "--seed"]
-    outs = [run_script(*argv, "7", cwd=tmp_path / "a")]
-    outs += run_in_one_process([(tmp_path / "c", [*argv, "8"]), (tmp_path / "b", [*argv, "7"])])[::-1]  # a, b, c
-    assert all(out.returncode == 0 for out in outs), [out.stderr for out in outs]
-    nets = [torch.load(glob.glob(str(tmp_path / name / "runs" / "*" / script.replace(".py", ".pt")))[0],
-                       weights_only=True)[key] for name in "abc"]
-    lines = [eval_lines(out.stdout) for out in outs]
-    assert lines[0] == lines[1] and len(lines[0]) >= 2
-    grads = read_curve(str(tmp_path / "a"), "charts/gradient_steps")[1]  # what the report's column reads
-    assert len(grads) == len(lines[0]) and grads[-1] > 0 and (np.diff(grads) >= 0).all()
-    assert all(torch.equal(nets[0][k], nets[1][k]) for k in nets[0])
-    assert not all(torch.equal(nets[0][k], nets[2][k]) for k in nets[0])
+def test_same_seed_same_evaluation_curve_and_weights(tmp_path):
+    """Per script, same seed: identical evaluation lines and bit-identical weights between two processes, the second
+    run coming after other runs in its process; another seed differs. Every evaluation logs the gradient steps."""
+    runs = {name: [] for name in "abc"}
+    for script, (args, _) in SHORT_RUNS.items():
+        for name, seed in zip("abc", "778"):
+            (tmp_path / name / script).mkdir(parents=True)
+            runs[name].append((tmp_path / name / script, [script, *args, "--save-model", "--seed", seed]))
+    first = run_in_one_process(runs["a"])  # every script's seed-7 run, then in another process seed 8 before seed 7
+    second = run_in_one_process([run for pair in zip(runs["c"], runs["b"]) for run in pair])
+    for i, (script, (_, key)) in enumerate(SHORT_RUNS.items()):
+        outs = [first[i], second[2 * i + 1], second[2 * i]]  # a, b, c
+        assert all(out.returncode == 0 for out in outs), (script, [out.stderr for out in outs])
+        nets = [torch.load(glob.glob(str(tmp_path / name / script / "runs" / "*" / script.replace(".py", ".pt")))[0],
+                           weights_only=True)[key] for name in "abc"]
+        lines = [eval_lines(out.stdout) for out in outs]
+        assert lines[0] == lines[1] and len(lines[0]) >= 2, script
+        grads = read_curve(str(tmp_path / "a" / script), "charts/gradient_steps")[1]  # what the report reads
+        assert len(grads) == len(lines[0]) and grads[-1] > 0 and (np.diff(grads) >= 0).all(), script
+        assert all(torch.equal(nets[0][k], nets[1][k]) for k in nets[0]), script
+        assert not all(torch.equal(nets[0][k], nets[2][k]) for k in nets[0]), script
 
 
 SCRIPTS = sorted(SHORT_RUNS)
@@ -202,16 +162,16 @@ BELOW_WARMUP = {  # budgets shorter than the warm-up (or than one round of episo
 }
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_a_budget_below_the_warm_up_still_ends_with_an_evaluation_and_the_summary(tmp_path, script):
-    out = run_script(script, *BELOW_WARMUP[script], cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
-    lines = out.stdout.strip().splitlines()
-    algo = script[:-3]
-    assert lines[0].startswith(f"{algo} | ") and "run runs/" in lines[0] and "tensorboard --logdir runs" in lines[0]
-    assert eval_lines(out.stdout), out.stdout  # at least one evaluation, with a success figure
-    assert re.match(rf"{algo} done \| success \d\.\d\d \| [\d,]+ env steps \| [\d,]+ gradient steps \| \d+ s",
-                    lines[-1]), lines[-1]
+def test_a_budget_below_the_warm_up_still_ends_with_an_evaluation_and_the_summary(tmp_path):
+    outs = run_in_one_process([(tmp_path, [script, *BELOW_WARMUP[script]]) for script in SCRIPTS])
+    for script, out in zip(SCRIPTS, outs):
+        assert out.returncode == 0, (script, out.stderr)
+        lines = out.stdout.strip().splitlines()
+        algo = script[:-3]
+        assert lines[0].startswith(f"{algo} | ") and "run runs/" in lines[0] and "tensorboard --logdir runs" in lines[0]
+        assert eval_lines(out.stdout), out.stdout  # at least one evaluation, with a success figure
+        assert re.match(rf"{algo} done \| success \d\.\d\d \| [\d,]+ env steps \| [\d,]+ gradient steps \| \d+ s",
+                        lines[-1]), lines[-1]
 
 
 class RunsCode:

@@ -16,7 +16,7 @@ import her_ddpg
 import reengage
 import reengage_sac
 from conftest import (IndexGoalEnv, assert_one_line_error, eval_lines, final_success, indexed_episodes,
-                      train_save_and_reload)
+                      run_in_one_process, train_save_and_reload)
 from reengage import Actor, Args, Critic, Normalizer, fill_defaults, reengage_critic_loss
 
 OBS, GOAL, ACT, B, GAMMA = 4, 3, 2, 16, 0.95
@@ -189,13 +189,6 @@ SEEK_TINY = ["--env", "ContinuousSeek:d=3", "--total-timesteps", "300", "--eval-
              "10", "--batch-size", "32", "--hidden-dims", "32", "--n-test-rollouts", "5"]
 
 
-def test_help_says_which_values_run(run):
-    out = run("reengage.py", "--help")
-    assert out.returncode == 0
-    text = " ".join(out.stdout.split()).replace("│ ", "")
-    assert "unset: 0.2 in seek, 2e-5 else" in text and "unset: seek on ContinuousSeek" in text
-
-
 @pytest.mark.parametrize("script", ["reengage", "reengage_sac"])
 def test_a_tiny_run_prints_header_evaluations_and_summary_and_its_checkpoint_reloads(run, tmp_path, script):
     stdout, _ = train_save_and_reload(run, tmp_path, [f"{script}.py"], "ContinuousSeek:d=3", *SEEK_TINY[2:], n_test=4)
@@ -205,15 +198,6 @@ def test_a_tiny_run_prints_header_evaluations_and_summary_and_its_checkpoint_rel
     assert len(eval_lines(stdout)) == 3
     summary = rf"{script} done \| success \d\.\d\d \| 300 env steps \| 210 gradient steps \| \d+ s \| checkpoint runs/"
     assert re.match(summary, lines[-1])
-
-
-@pytest.mark.parametrize("script", ["reengage", "reengage_sac"])
-def test_a_budget_below_the_warm_up_still_ends_with_an_evaluation_and_the_summary(run, script):
-    out = run(f"{script}.py", "--env", "ContinuousSeek:d=3", "--total-timesteps", "50", "--hidden-dims", "16",
-              "--n-test-rollouts", "2")  # the seek regime's warm-up is 100 episodes = 1,000 steps
-    assert out.returncode == 0, out.stderr
-    assert eval_lines(out.stdout) == ["step       50/50 | success 0.00 | return  -10.00 "]
-    assert f"{script} done | success 0.00 | 50 env steps | 0 gradient steps" in out.stdout
 
 
 def test_alpha_zero_in_the_baselines_regime_trains_exactly_her_ddpg(run, tmp_path):
@@ -227,15 +211,12 @@ def test_alpha_zero_in_the_baselines_regime_trains_exactly_her_ddpg(run, tmp_pat
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("script,args,message", [
-    ("reengage", ["--env", "BitFlip"], "DDPG needs a continuous Box action space"),
-    ("reengage_sac", ["--env", "BitFlip"], "SAC needs a continuous Box action space"),
-    ("reengage", ["--env", "FetchReachDense-v4"], "dense or unknown reward"),
-    ("reengage_sac", ["--random-eps", "2"], "[0, 1]"),
-    ("reengage_sac", ["--ent-coef-init", "0"], "--ent-coef-init > 0"),
-    ("reengage", ["--eval-checkpoint", "missing.pt"], "no checkpoint")])
-def test_bad_input_gets_a_one_line_error(run, script, args, message):
-    assert_one_line_error(run(f"{script}.py", *args), message)
+BAD_INPUT = [("reengage", ["--env", "BitFlip"], "DDPG needs a continuous Box action space"),
+             ("reengage_sac", ["--env", "BitFlip"], "SAC needs a continuous Box action space"),
+             ("reengage", ["--env", "FetchReachDense-v4"], "dense or unknown reward"),
+             ("reengage_sac", ["--random-eps", "2"], "[0, 1]"),
+             ("reengage_sac", ["--ent-coef-init", "0"], "--ent-coef-init > 0"),
+             ("reengage", ["--eval-checkpoint", "missing.pt"], "no checkpoint")]
 
 
 class WritesAMarker:
@@ -248,18 +229,30 @@ class WritesAMarker:
         return open, (self.path, "w")
 
 
-@pytest.mark.parametrize("script,other_algo", [("reengage", "reengage_sac"), ("reengage_sac", "reengage")])
-def test_a_garbage_or_malicious_checkpoint_is_refused_in_one_line_and_runs_nothing(run, tmp_path, script, other_algo):
+def test_help_bad_input_and_foreign_checkpoints_in_one_process(tmp_path):
+    """--help says which values run; each user mistake ends in one line; a checkpoint that would run code, a text file
+    and the other variant's checkpoint are refused in one line, and nothing runs. One Python process for all."""
     marker = str(tmp_path / "pwned")
-    evil, garbage, other = tmp_path / "evil.pt", tmp_path / "garbage.pt", tmp_path / "other.pt"
-    torch.save({"algo": script, "actor": WritesAMarker(marker)}, evil)
+    evil, garbage = tmp_path / "evil.pt", tmp_path / "garbage.pt"
+    torch.save({"algo": "reengage", "actor": WritesAMarker(marker)}, evil)
     torch.load(evil, weights_only=False)  # the file is armed: a plain load runs the code
     assert os.path.exists(marker)
     os.remove(marker)
     garbage.write_text("not a checkpoint\n")
-    torch.save({"algo": other_algo, "actor": {}}, other)  # the other variant's checkpoint is not this file's
-    for path in (evil, garbage, other):
-        out = run(f"{script}.py", "--eval-checkpoint", str(path))
+    for script, other in (("reengage", "reengage_sac"), ("reengage_sac", "reengage")):  # the other variant's file
+        torch.save({"algo": other, "actor": {}}, tmp_path / f"{other}.pt")
+    files = [(script, path) for script in ("reengage", "reengage_sac")
+             for path in (evil, garbage, tmp_path / f"{'reengage_sac' if script == 'reengage' else 'reengage'}.pt")]
+    runs = [(tmp_path, ["reengage.py", "--help"])]
+    runs += [(tmp_path, [f"{script}.py", *args]) for script, args, _ in BAD_INPUT]
+    runs += [(tmp_path, [f"{script}.py", "--eval-checkpoint", str(path)]) for script, path in files]
+    outs = run_in_one_process(runs)
+    text = " ".join(outs[0].stdout.split()).replace("│ ", "")
+    assert outs[0].returncode == 0
+    assert "unset: 0.2 in seek, 2e-5 else" in text and "unset: seek on ContinuousSeek" in text
+    for (_, _, message), out in zip(BAD_INPUT, outs[1:]):
+        assert_one_line_error(out, message)
+    for (script, path), out in zip(files, outs[1 + len(BAD_INPUT):]):
         assert_one_line_error(out, f"{path} is not a {script}.py checkpoint")
     assert not os.path.exists(marker)
 

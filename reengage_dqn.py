@@ -174,7 +174,8 @@ class EpisodeBuffer:
         return idx
 
     def sample(self, batch_size):
-        e = self.rng.integers(0, self.size, batch_size)
+        n = self.ep_len[:self.size]  # episodes drawn in proportion to their length: transitions uniformly, as HER
+        e = self.rng.choice(self.size, batch_size, p=n / n.sum())  # does (short, successful episodes not over-weighted)
         T_e = self.ep_len[e]
         t = (self.rng.random(batch_size) * T_e).astype(np.int64)
         g = self.g[e, t]

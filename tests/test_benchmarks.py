@@ -74,3 +74,27 @@ def test_a_level_is_reached_by_a_value_stored_as_float32():
     curve = (np.array([1000, 2000]), np.array([0.8, 0.9], dtype=np.float32).astype(np.float64), np.array([60.0, 120.0]))
     assert first_reached(curve, None, 0.9)[0] == 2000
     assert first_reached(curve, None, 0.95) is None
+
+
+def test_a_stale_section_gets_one_stale_line_under_its_claim(tmp_path):
+    """--only on an experiment whose runs are not here keeps its section and (re)writes the stale line, once."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from report import splice
+
+    results = tmp_path / "results.md"
+    results.write_text("## a\n\n**Paper** (p): claim\n\n| arm |\n\ntext a\n## b\n\n**Paper** (p): other\n\ntext b\n")
+    for why in ("first reason", "second reason"):
+        splice(str(results), {}, [{"name": "a", "stale": why}])
+    a, b = results.read_text().split("## b")
+    assert a.count("**Stale**") == 1 and "second reason" in a and a.index("claim") < a.index("**Stale**")
+    assert a.index("**Stale**") < a.index("| arm |") and "text a" in a and "Stale" not in b and "text b" in b
+
+
+def test_a_torchrun_run_alone_is_labelled_alone():
+    """Two torchrun workers load a 2-core machine to about 2 by themselves: that is alone; one process at 2 is not."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from report import load_label, processes
+
+    two = processes({"launcher": ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]})
+    assert two == 2 and processes({}) == 1
+    assert load_label([2.2], 2, two) == "alone" and load_label([2.2], 2, 1).startswith("shared")

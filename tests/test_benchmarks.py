@@ -8,6 +8,8 @@ import sys
 
 from conftest import ROOT
 
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))  # report.py's functions, for the unit tests below
+
 TINY = """
 [[experiment]]
 name = "tiny"
@@ -67,7 +69,6 @@ def test_runner_resumes_and_the_report_reads_the_runs_back(tmp_path):
 
 def test_a_level_is_reached_by_a_value_stored_as_float32():
     """TensorBoard stores 0.9 as float32 (0.89999998): it still reaches the level 0.9."""
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     import numpy as np
     from report import first_reached
 
@@ -78,7 +79,6 @@ def test_a_level_is_reached_by_a_value_stored_as_float32():
 
 def test_a_stale_section_gets_one_stale_line_under_its_claim(tmp_path):
     """--only on an experiment whose runs are not here keeps its section and (re)writes the stale line, once."""
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     from report import splice
 
     results = tmp_path / "results.md"
@@ -92,7 +92,6 @@ def test_a_stale_section_gets_one_stale_line_under_its_claim(tmp_path):
 
 def test_a_torchrun_run_alone_is_labelled_alone():
     """Two torchrun workers load a 2-core machine to about 2 by themselves: that is alone; one process at 2 is not."""
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     from report import load_label, processes
 
     two = processes({"launcher": ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]})

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import assert_one_line_error, final_success, train_save_and_reload
-from reengage_dqn import Args, QNetwork, main, reengage_dqn_loss, select_action, soft_value
+from reengage_dqn import Args, EpisodeBuffer, QNetwork, main, reengage_dqn_loss, select_action, soft_value
 
 BITS, N_ACT, B, GAMMA = 5, 5, 32, 0.98
 
@@ -138,3 +138,16 @@ def test_trains_saves_and_reloads_a_checkpoint(run, tmp_path):
 
 def test_continuous_actions_are_refused_in_one_line(run):
     assert_one_line_error(run("reengage_dqn.py", "--env", "ContinuousSeek:d=2"), "needs Discrete actions")
+
+
+def test_sampling_is_uniform_over_transitions_not_episodes():
+    """HER samples transitions: an episode of 8 steps is drawn 8x as often as one that succeeded after 1 step."""
+    import envs
+
+    env = envs.make("BitFlip:n=8")
+    buffer = EpisodeBuffer(80, 8, 8, 8, env.unwrapped, "future", 4, np.random.default_rng(0))
+    obs = np.zeros((2, 9, 8))
+    obs[1, :, 0] = 1.0  # marks the long episode in its observations
+    buffer.store(obs, np.zeros((2, 9, 8)), np.zeros((2, 8, 8)), np.zeros((2, 8), np.int64), np.array([1, 8]))
+    share_long = buffer.sample(20_000).obs[:, 0].mean()
+    assert abs(share_long - 8 / 9) < 0.01, share_long  # uniform over episodes would give 1/2

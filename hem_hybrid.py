@@ -323,8 +323,8 @@ def evaluate(vec_env, policy, o_norm, g_norm, T, device, n_episodes, args, rng, 
     return float(np.mean(successes[:n_episodes])), float(np.mean(returns[:n_episodes]))
 
 
-def make_env(args, **kwargs):
-    return envs.make(args.env, **kwargs)
+def make_env(args):
+    return envs.make(args.env)
 
 
 def make_vec_env(args, n):
@@ -377,8 +377,6 @@ def load_checkpoint(path):
 def load_and_evaluate(args):
     """Evaluate a saved policy: success rate over --n-test-rollouts episodes, optionally a GIF of the first one."""
     ckpt = load_checkpoint(args.eval_checkpoint)
-    if args.capture_video and "DISPLAY" not in os.environ:
-        os.environ.setdefault("MUJOCO_GL", "egl")  # headless MuJoCo rendering; must be set before MuJoCo loads
     saved = Args(**ckpt["args"])
     env = make_env(saved)
     policy = make_networks(env, saved, "cpu")[0]
@@ -394,31 +392,13 @@ def load_and_evaluate(args):
     sr, ret = evaluate(vec_env, policy, o_norm, g_norm, envs.horizon(env), "cpu", args.n_test_rollouts, saved, rng,
                        max_u)
     print(f"{saved.env}: success rate {sr:.3f}, mean return {ret:.2f} over {args.n_test_rollouts} episodes")
-    if args.capture_video:
-        record_gif(saved, policy, o_norm, g_norm, args.eval_checkpoint.rsplit(".", 1)[0] + ".gif", env_seed, max_u)
+    if args.capture_video:  # one greedy episode as a GIF next to the checkpoint
+        def act(ob):
+            x = np.concatenate([o_norm(ob["observation"]), g_norm(ob["desired_goal"])])[None]
+            return select_action(policy, torch.as_tensor(x), saved, None, max_u, explore=False)[0]
+        envs.record_gif(saved.env, act, os.path.splitext(args.eval_checkpoint)[0] + ".gif", env_seed)
     vec_env.close()
     return sr
-
-
-def record_gif(args, policy, o_norm, g_norm, path, seed, max_u):
-    import imageio  # installed with gymnasium-robotics
-
-    try:
-        env = make_env(args, render_mode="rgb_array")
-        ob, _ = env.reset(seed=seed)
-        frames = [env.render()]
-    except Exception as e:  # an env without rgb_array rendering, or no OpenGL on this machine
-        print(f"no video: {args.env} cannot render here ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
-        return
-    done = False
-    while not done:
-        x = np.concatenate([o_norm(ob["observation"]), g_norm(ob["desired_goal"])])[None]
-        a = select_action(policy, torch.as_tensor(x), args, None, max_u, explore=False)[0]
-        ob, _, terminated, truncated, _ = env.step(a)
-        frames.append(env.render())
-        done = terminated or truncated
-    imageio.mimsave(path, frames, duration=40)
-    print(f"video: {path}")
 
 
 def seed_everything(args):

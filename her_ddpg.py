@@ -297,8 +297,8 @@ def evaluate(vec_env, actor, o_norm, g_norm, T, device, n_episodes, args, rng, m
     return float(np.mean(successes[:n_episodes])), float(np.mean(returns[:n_episodes]))
 
 
-def make_env(args, **kwargs):
-    return envs.make(args.env, **kwargs)
+def make_env(args):
+    return envs.make(args.env)
 
 
 def make_vec_env(args, n):
@@ -349,8 +349,6 @@ def load_checkpoint(path):
 def load_and_evaluate(args):
     """Evaluate a saved actor: success rate over --n-test-rollouts episodes, optionally a GIF of the first one."""
     ckpt = load_checkpoint(args.eval_checkpoint)
-    if args.capture_video and "DISPLAY" not in os.environ:
-        os.environ.setdefault("MUJOCO_GL", "egl")  # headless MuJoCo rendering; must be set before MuJoCo loads
     saved = Args(**ckpt["args"])
     env = make_env(saved)
     dims = [env.observation_space[k].shape[0] for k in ("observation", "desired_goal")]
@@ -365,29 +363,13 @@ def load_and_evaluate(args):
     sr, ret = evaluate(vec_env, actor, o_norm, g_norm, envs.horizon(env), "cpu", args.n_test_rollouts, saved,
                        np.random.default_rng(args.seed), max_u)
     print(f"{saved.env}: success rate {sr:.3f}, mean return {ret:.2f} over {args.n_test_rollouts} episodes")
-    if args.capture_video:
-        record_gif(saved, actor, o_norm, g_norm, args.eval_checkpoint.rsplit(".", 1)[0] + ".gif", args.seed)
+    if args.capture_video:  # one greedy episode as a GIF next to the checkpoint
+        def act(ob):
+            x = np.concatenate([o_norm(ob["observation"]), g_norm(ob["desired_goal"])])
+            return actor(torch.as_tensor(x)).detach().numpy()
+        envs.record_gif(saved.env, act, os.path.splitext(args.eval_checkpoint)[0] + ".gif", args.seed)
     vec_env.close()
     return sr
-
-
-def record_gif(args, actor, o_norm, g_norm, path, seed):
-    import imageio  # installed with gymnasium-robotics
-
-    try:
-        env = make_env(args, render_mode="rgb_array")
-        ob, _ = env.reset(seed=seed)
-        frames, done = [env.render()], False
-        while not done:
-            x = np.concatenate([o_norm(ob["observation"]), g_norm(ob["desired_goal"])])
-            with torch.no_grad():
-                ob, _, terminated, truncated, _ = env.step(actor(torch.as_tensor(x)).numpy())
-            frames.append(env.render())
-            done = terminated or truncated
-    except Exception as e:  # an env without rgb_array rendering, or no OpenGL on this machine
-        return print(f"no video: {args.env} cannot render here ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
-    imageio.mimsave(path, frames, duration=40)
-    print(f"video: {path}")
 
 
 def init_workers(args):

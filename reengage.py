@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT -- docs: docs/reengage.md
 """ReenGAGE (Levine & Feizi, AAAI 2023): her_ddpg.py plus a critic term that matches the target's goal-gradient.
 The Bellman equation holds for grad_g Q too (Eq. 7), as the expectation over s' does not depend on g, so one
-transition carries d numbers of supervision about nearby goals. --alpha 0 is DDPG + HER; SAC: reengage_sac.py.
+transition carries d numbers of supervision about nearby goals. --alpha 0 is her_ddpg.py, weight for weight.
 
 Equations implemented (each marked in the code):
   relabel (future):   g' = ag_{t+1+floor(U (T - t))} with probability 1 - 1/(1 + replay_k), else the episode's g
@@ -14,13 +14,12 @@ Equations implemented (each marked in the code):
   targets:            theta' <- polyak theta' + (1 - polyak) theta, once per cycle
 Workers (torchrun): each collects into its own buffer and samples its own batches; gradients are averaged every
 step and normaliser sums added up across workers, as baselines' MpiAdam and MPI normaliser do.
-Regimes, the paper's own, picked by the env (--regime overrides): seek on ContinuousSeek (Table 1, the authors' SB3
-DDPG: raw inputs, 1000 random steps, per env step a gradient step and a Polyak update, SB3 1.x's future), else
-baselines (her_ddpg.py's). Deviations: none in the term; the seek regime's small ones are listed in docs/reengage.md.
+The paper's recipe for HandReach (its fork of baselines, alevine0/ReenGAGE baselines/gradher/): this one. Its
+ContinuousSeek runs used SB3 DDPG: reengage_seek.py; SAC: reengage_sac.py. Deviations: none in the term.
 
 Usage:
-  python reengage.py [--alpha 0]                               # seek regime: ContinuousSeek d=10, 20k env steps
-  python reengage.py --env FetchReach                          # baselines regime: solved in 6k env steps
+  python reengage.py [--alpha 0]                               # the demo: FetchReach, solved in 6k env steps
+  python reengage.py --env HandReach --total-timesteps 100000 --eval-interval 5000   # the paper's Fig. 3
   python reengage.py --eval-checkpoint runs/<run>/reengage.pt --n-test-rollouts 100 [--capture-video]
 """
 
@@ -31,7 +30,7 @@ import sys
 import time
 import warnings
 from collections import namedtuple
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import List, Literal, Optional
 
 import gymnasium as gym
@@ -49,33 +48,28 @@ ALGO = "reengage"
 
 @dataclass
 class Args:
-    env: str = "ContinuousSeek:d=10"  # goal env: a short name (FetchReach, ContinuousSeek:d=10, ...) or a Gymnasium id
-    regime: Optional[Literal["seek", "baselines"]] = None  # recipe of unset flags (unset: seek on ContinuousSeek)
-    alpha: Optional[float] = None  # goal-gradient weight, Eq. (9); 0: DDPG + HER (unset: 0.2 in seek, 2e-5 else)
+    env: str = "FetchReach"  # goal env: a short name (FetchReach, ContinuousSeek:d=10, ...) or a Gymnasium id
+    alpha: float = 2e-5  # goal-gradient weight, Eq. (9) (2e-5: the paper's best on HandReach); 0: DDPG + HER
     seed: int = 1  # seed of random, numpy, torch and the envs
-    total_timesteps: Optional[int] = None  # env steps, all workers (unset: 5k; FetchReach 6k; Seek 20k; blocks 1M)
-    num_envs: Optional[int] = None  # parallel envs per worker (unset: 2; 1 on ContinuousSeek; 16 on blocks)
+    total_timesteps: Optional[int] = None  # env steps, all workers (unset: 5k; FetchReach 6k; 1M on blocks)
+    num_envs: Optional[int] = None  # parallel envs per worker, an episode each per cycle (unset: 2; 16 on blocks)
     async_envs: bool = False  # step the envs in subprocesses (gymnasium's AsyncVectorEnv) instead of in this process
-    eval_interval: Optional[int] = None  # env steps between evals (unset: 1k; 2k on ContinuousSeek; 40k on blocks)
-    n_test_rollouts: Optional[int] = None  # greedy evaluation episodes (unset: 10; 50 on ContinuousSeek; 32 on blocks)
-    n_batches: Optional[int] = None  # gradient steps per cycle (unset: 10 in seek, one per env step; 40 else)
-    batch_size: Optional[int] = None  # batch per gradient step and worker (unset: 256; 512 on ContinuousSeek, blocks)
+    eval_interval: Optional[int] = None  # env steps between evals (unset: 1k; 40k on blocks)
+    n_test_rollouts: Optional[int] = None  # deterministic evaluation episodes (unset: 10; 32 on blocks)
+    n_batches: int = 40  # gradient steps per cycle
+    batch_size: Optional[int] = None  # transitions per gradient step, per worker (unset: 256; 512 on blocks)
     buffer_size: int = 1_000_000  # replay capacity in transitions, per worker
-    replay_strategy: Optional[Literal["future", "future_sb3", "final", "episode", "none"]] = None
-    """relabelled goals: later in the episode (drawn as baselines or as SB3 1.x does), its last step, anywhere in it,
-    or none (unset: future_sb3 in seek, future else)"""
+    replay_strategy: Literal["future", "final", "episode", "none"] = "future"
+    """where relabelled goals come from: later in the episode, its last step, anywhere in it, or no relabeling"""
     replay_k: int = 4  # relabelled : original goals ratio; the relabel probability is 1 - 1/(1 + replay_k) = 0.8
-    gamma: Optional[float] = None  # discount (unset: 0.95 in the seek regime; 1 - 1/T otherwise, 0.98 for T = 50)
-    polyak: Optional[float] = None  # target <- polyak target + (1 - polyak) online (unset: 0.995 in seek, 0.95 else)
-    polyak_every_step: Optional[bool] = None  # Polyak update after every gradient step (unset: on in seek)
+    gamma: Optional[float] = None  # discount; unset: 1 - 1/T (0.98 for T = 50)
+    polyak: float = 0.95  # target smoothing: target <- polyak * target + (1 - polyak) * online, once per cycle
     lr_actor: float = 1e-3  # Adam learning rate of the actor
     lr_critic: float = 1e-3  # Adam learning rate of the critic
-    action_l2: Optional[float] = None  # weight of the action penalty mean((pi / max_u)^2) (unset: 0 in seek, 1 else)
-    noise_eps: Optional[float] = None  # std of the Gaussian action noise / max_u (unset: 0.03 in seek, 0.2 else)
-    random_eps: Optional[float] = None  # probability of a uniformly random action (unset: 0 in seek, 0.3 else)
-    random_episodes: Optional[int] = None  # random-action episodes before learning, all workers (unset: 100 in seek)
-    hidden_dims: Optional[List[int]] = None  # hidden widths, ReLU (unset: 256 256 in seek, 256 256 256 else)
-    normalize: Optional[bool] = None  # running mean/std normalisation of inputs (unset: off in seek, on else)
+    action_l2: float = 1.0  # weight of the actor's action penalty mean((pi / max_u)^2)
+    noise_eps: float = 0.2  # std of the Gaussian exploration noise, in units of max_u
+    random_eps: float = 0.3  # probability of a uniformly random action while collecting
+    hidden_dims: List[int] = field(default_factory=lambda: [256, 256, 256])  # hidden widths of actor and critic, ReLU
     clip_obs: float = 200.0  # observations and goals are clipped to +-clip_obs before normalising
     clip_range: float = 5.0  # normalised inputs are clipped to +-clip_range
     norm_eps: float = 0.01  # lower bound of the normaliser's std
@@ -92,29 +86,17 @@ ENV_DEFAULTS = {
     "default": dict(total_timesteps=5_000, num_envs=2, eval_interval=1_000, batch_size=256, n_test_rollouts=10),
     "FetchPush": dict(total_timesteps=1_000_000, num_envs=16, eval_interval=40_000, batch_size=512,
                       n_test_rollouts=32),
-    "ContinuousSeek": dict(regime="seek", total_timesteps=20_000, num_envs=1, eval_interval=2_000, batch_size=512,
-                           n_test_rollouts=50),
 }
 ENV_DEFAULTS["FetchPickAndPlace"] = ENV_DEFAULTS["FetchSlide"] = ENV_DEFAULTS["FetchPush"]
 ENV_DEFAULTS["FetchReach"] = dict(ENV_DEFAULTS["default"], total_timesteps=6_000)  # 5k ended at 0.8 on 1 seed of 5
-REGIMES = {  # the paper's recipes: seek (Tables 1-2, SB3 DDPG; n_batches per 10-step episode), baselines
-    "seek": dict(alpha=0.2, n_batches=10, gamma=0.95, polyak=0.995, polyak_every_step=True, action_l2=0.0,
-                 noise_eps=0.03, random_eps=0.0, random_episodes=100, hidden_dims=[256, 256], normalize=False,
-                 replay_strategy="future_sb3"),
-    "baselines": dict(alpha=2e-5, n_batches=40, polyak=0.95, polyak_every_step=False, action_l2=1.0, noise_eps=0.2,
-                      random_eps=0.3, random_episodes=0, hidden_dims=[256, 256, 256], normalize=True,
-                      replay_strategy="future"),
-}
 
 
 def fill_defaults(args):
     """Set every flag left unset (None) to its per-env default."""
     name = envs.parse(args.env)[0].split("-v")[0]
-    args.regime = args.regime or ENV_DEFAULTS.get(name, {}).get("regime", "baselines")  # then its recipe fills the rest
-    for key, value in {**REGIMES[args.regime], **ENV_DEFAULTS.get(name, ENV_DEFAULTS["default"])}.items():
+    for key, value in ENV_DEFAULTS.get(name, ENV_DEFAULTS["default"]).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    args.clip_range = args.clip_range if args.normalize else float("inf")  # unnormalised: mean 0, std 1, no clip
     return args
 
 
@@ -221,11 +203,6 @@ class EpisodeBuffer:
             t_goal = t + 1 + (self.rng.random(batch_size) * (T_e - t)).astype(np.int64)
         elif self.strategy == "final":
             t_goal = T_e
-        elif self.strategy == "future_sb3":  # SB3 1.x's, the paper's (DLR-RM/stable-baselines3, her_replay_buffer.py):
-            # the first int(0.8 B) rows, not a coin, at t <= T_e - 2, goals from s_{t+1} .. s_{T_e - 1}, never the last
-            her = (np.arange(batch_size) < int(self.future_p * batch_size)) & (T_e > 1)
-            t = np.where(her, (self.rng.random(batch_size) * (T_e - 1)).astype(np.int64), t)  # unrelabelled rows keep g
-            t_goal = t + 1 + (self.rng.random(batch_size) * (T_e - 1 - t)).astype(np.int64)
         else:  # "episode": anywhere in 1 .. T_e
             t_goal = 1 + (self.rng.random(batch_size) * T_e).astype(np.int64)
         g[her] = self.ag[e[her], t_goal[her]]
@@ -303,7 +280,7 @@ def soft_update(net, target, polyak):
 Episodes = namedtuple("Episodes", "obs ag g actions ep_len success ret")
 
 
-def rollout(vec_env, actor, o_norm, g_norm, T, device, args, rng, max_u, *, explore, warmup=False):
+def rollout(vec_env, actor, o_norm, g_norm, T, device, args, rng, max_u, *, explore):
     """One episode in each env (reset together, stepped in lockstep); explore adds HER's exploration."""
     n = vec_env.num_envs
     ob, _ = vec_env.reset()
@@ -320,7 +297,7 @@ def rollout(vec_env, actor, o_norm, g_norm, T, device, args, rng, max_u, *, expl
         if explore:  # Gaussian noise, then with probability random_eps a uniformly random action
             a = np.clip(a + args.noise_eps * max_u * rng.standard_normal(a.shape), -max_u, max_u)
             random_a = rng.uniform(-max_u, max_u, a.shape)
-            a = np.where(rng.random((n, 1)) < (1.0 if warmup else args.random_eps), random_a, a).astype(np.float32)
+            a = np.where(rng.random((n, 1)) < args.random_eps, random_a, a).astype(np.float32)
         ob, r, terminated, truncated, info = vec_env.step(a)
         actions[:, t], obs[:, t + 1], ag[:, t + 1] = a, ob["observation"], ob["achieved_goal"]
         ret += r * running
@@ -343,8 +320,8 @@ def evaluate(vec_env, actor, o_norm, g_norm, T, device, n_episodes, args, rng, m
     return float(np.mean(successes[:n_episodes])), float(np.mean(returns[:n_episodes]))
 
 
-def make_env(args, **kwargs):
-    return envs.make(args.env, **kwargs)
+def make_env(args):
+    return envs.make(args.env)
 
 
 def make_vec_env(args, n):
@@ -395,8 +372,6 @@ def load_checkpoint(path):
 def load_and_evaluate(args):
     """Evaluate a saved actor: success rate over --n-test-rollouts episodes, optionally a GIF of the first one."""
     ckpt = load_checkpoint(args.eval_checkpoint)
-    if args.capture_video and "DISPLAY" not in os.environ:
-        os.environ.setdefault("MUJOCO_GL", "egl")  # headless MuJoCo rendering; must be set before MuJoCo loads
     saved = Args(**ckpt["args"])
     env = make_env(saved)
     dims = [env.observation_space[k].shape[0] for k in ("observation", "desired_goal")]
@@ -411,29 +386,13 @@ def load_and_evaluate(args):
     sr, ret = evaluate(vec_env, actor, o_norm, g_norm, envs.horizon(env), "cpu", args.n_test_rollouts, saved,
                        np.random.default_rng(args.seed), max_u)
     print(f"{saved.env}: success rate {sr:.3f}, mean return {ret:.2f} over {args.n_test_rollouts} episodes")
-    if args.capture_video:
-        record_gif(saved, actor, o_norm, g_norm, args.eval_checkpoint.rsplit(".", 1)[0] + ".gif", args.seed)
+    if args.capture_video:  # one greedy episode as a GIF next to the checkpoint
+        def act(ob):
+            x = np.concatenate([o_norm(ob["observation"]), g_norm(ob["desired_goal"])])
+            return actor(torch.as_tensor(x)).detach().numpy()
+        envs.record_gif(saved.env, act, os.path.splitext(args.eval_checkpoint)[0] + ".gif", args.seed)
     vec_env.close()
     return sr
-
-
-def record_gif(args, actor, o_norm, g_norm, path, seed):
-    import imageio  # installed with gymnasium-robotics
-
-    try:
-        env = make_env(args, render_mode="rgb_array")
-        ob, _ = env.reset(seed=seed)
-        frames, done = [env.render()], False
-        while not done:
-            x = np.concatenate([o_norm(ob["observation"]), g_norm(ob["desired_goal"])])
-            with torch.no_grad():
-                ob, _, terminated, truncated, _ = env.step(actor(torch.as_tensor(x)).numpy())
-            frames.append(env.render())
-            done = terminated or truncated
-    except Exception as e:  # an env without rgb_array rendering, or no OpenGL on this machine
-        return print(f"no video: {args.env} cannot render here ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
-    imageio.mimsave(path, frames, duration=40)
-    print(f"video: {path}")
 
 
 def init_workers(args):
@@ -529,30 +488,27 @@ def main(args):
     try:
         while global_step < args.total_timesteps:
             # collect one episode per env with exploration, store it, update the normalisers
-            ep = rollout(vec_env, actor, o_norm, g_norm, T, device, args, rng, max_u, explore=True,
-                         warmup=buffer.size * world < args.random_episodes)
+            ep = rollout(vec_env, actor, o_norm, g_norm, T, device, args, rng, max_u, explore=True)
             new = buffer.store(ep.obs, ep.ag, ep.g, ep.actions, ep.ep_len)
             global_step += int(all_reduce_sum(torch.tensor(int(ep.ep_len.sum()))))  # every worker's steps
             # normaliser statistics come from relabelled samples of the new episodes (goal stats see g')
-            if args.normalize:  # the seek regime feeds raw inputs, as the paper's SB3 runs do
-                sample = buffer.sample(int(ep.ep_len.sum()), episodes=new)
-                o_norm.update(sample.obs)
-                g_norm.update(sample.g)
+            sample = buffer.sample(int(ep.ep_len.sum()), episodes=new)
+            o_norm.update(sample.obs)
+            g_norm.update(sample.g)
             if writer:
                 writer.add_scalar("charts/success_rate", ep.success.mean(), global_step)
                 writer.add_scalar("charts/episodic_return", ep.ret.mean(), global_step)
 
             # a burst of updates on relabelled batches, then one Polyak update of both targets
-            for i in range(args.n_batches if buffer.size * world >= args.random_episodes else 0):
+            for _ in range(args.n_batches):
                 b = buffer.sample(args.batch_size)
                 x, x2 = o_norm(b.obs), o_norm(b.next_obs)  # goals stay raw: the loss differentiates w.r.t. them
                 batch = [torch.as_tensor(v, device=device) for v in (x, b.actions, b.rewards, x2, b.g, b.dones)]
                 losses = update(batch, actor, critic, actor_target, critic_target, actor_opt, critic_opt, args, gamma,
                                 rewards, g_norm)
                 grad_steps += 1
-                if args.polyak_every_step or i == args.n_batches - 1:  # SB3 (seek): every step; baselines: per cycle
-                    soft_update(actor, actor_target, args.polyak)
-                    soft_update(critic, critic_target, args.polyak)
+            soft_update(actor, actor_target, args.polyak)
+            soft_update(critic, critic_target, args.polyak)
 
             # every eval_interval env steps and at the end: evaluate the deterministic policy, log, checkpoint
             if (global_step < next_eval and global_step < args.total_timesteps) or rank > 0:

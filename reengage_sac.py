@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: MIT -- docs: docs/reengage.md
 """ReenGAGE on SAC (Levine & Feizi, AAAI 2023, appendix "ReenGAGE with SAC"): reengage.py with SAC's actor and twin
 critics. The term is Eq. (9) again; SAC's target uses the current actor's next action and an entropy bonus, both
-goal-dependent, so the target's goal-gradient flows through them too. Regimes as reengage.py; deviations: docs page.
+goal-dependent, so the target's goal-gradient flows through them too. Deviations: docs page. The env picks the regime
+(--regime overrides): seek on ContinuousSeek (reengage_seek.py's recipe, SB3's SAC), baselines (reengage.py's) else.
 
 Equations implemented (each marked in the code); relabelling and rewards as reengage.py:
   target:        y = r + gamma (1 - d) (min_j Q'_j(s', a~, g') - ent_coef log pi(a~ | s', g')), not clipped,
@@ -81,7 +82,7 @@ ENV_DEFAULTS = {
     "ContinuousSeek": dict(regime="seek", total_timesteps=20_000, num_envs=1, eval_interval=2_000, batch_size=512,
                            n_test_rollouts=50),
 }
-REGIMES = {  # as reengage.py's; seek: the appendix's SAC runs on ContinuousSeek (SB3 SAC, ent_coef "auto")
+REGIMES = {  # seek: reengage_seek.py's, the appendix's SAC runs on ContinuousSeek (SB3 SAC, ent_coef "auto")
     "seek": dict(alpha=0.2, n_batches=10, gamma=0.95, polyak=0.995, polyak_every_step=True, noise_eps=0.03,
                  random_eps=0.0, random_episodes=100, hidden_dims=[256, 256], normalize=False, ent_coef_init=1.0,
                  replay_strategy="future_sb3"),
@@ -320,8 +321,8 @@ def evaluate(vec_env, actor, o_norm, g_norm, T, device, n_episodes, args, rng, m
     return float(np.mean(successes[:n_episodes])), float(np.mean(returns[:n_episodes]))
 
 
-def make_env(args, **kwargs):
-    return envs.make(args.env, **kwargs)
+def make_env(args):
+    return envs.make(args.env)
 
 
 def make_vec_env(args, n):
@@ -372,8 +373,6 @@ def load_checkpoint(path):
 def load_and_evaluate(args):
     """Evaluate a saved actor: success rate over --n-test-rollouts episodes, optionally a GIF of the first one."""
     ckpt = load_checkpoint(args.eval_checkpoint)
-    if args.capture_video and "DISPLAY" not in os.environ:
-        os.environ.setdefault("MUJOCO_GL", "egl")  # headless MuJoCo rendering; must be set before MuJoCo loads
     saved = Args(**ckpt["args"])
     env = make_env(saved)
     dims = [env.observation_space[k].shape[0] for k in ("observation", "desired_goal")]
@@ -388,28 +387,13 @@ def load_and_evaluate(args):
     sr, ret = evaluate(vec_env, actor, o_norm, g_norm, envs.horizon(env), "cpu", args.n_test_rollouts, saved,
                        np.random.default_rng(args.seed), max_u)
     print(f"{saved.env}: success rate {sr:.3f}, mean return {ret:.2f} over {args.n_test_rollouts} episodes")
-    if args.capture_video:
-        record_gif(saved, actor, o_norm, g_norm, args.eval_checkpoint.rsplit(".", 1)[0] + ".gif", args.seed)
+    if args.capture_video:  # one greedy episode as a GIF next to the checkpoint
+        def act(ob):
+            x = np.concatenate([o_norm(ob["observation"]), g_norm(ob["desired_goal"])])
+            return actor(torch.as_tensor(x)).detach().numpy()
+        envs.record_gif(saved.env, act, os.path.splitext(args.eval_checkpoint)[0] + ".gif", args.seed)
     vec_env.close()
     return sr
-
-
-def record_gif(args, actor, o_norm, g_norm, path, seed):
-    import imageio  # installed with gymnasium-robotics
-    try:
-        env = make_env(args, render_mode="rgb_array")
-        ob, _ = env.reset(seed=seed)
-        frames, done = [env.render()], False
-        while not done:
-            x = np.concatenate([o_norm(ob["observation"]), g_norm(ob["desired_goal"])])
-            with torch.no_grad():
-                ob, _, terminated, truncated, _ = env.step(actor(torch.as_tensor(x)).numpy())
-            frames.append(env.render())
-            done = terminated or truncated
-    except Exception as e:  # an env without rgb_array rendering, or no OpenGL on this machine
-        return print(f"no video: {args.env} cannot render here ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
-    imageio.mimsave(path, frames, duration=40)
-    print(f"video: {path}")
 
 
 def log_evaluation(writer, global_step, args, sr, eval_ret, losses, grad_steps, episodes, o_norm, g_norm, start_time):

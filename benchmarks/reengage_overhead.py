@@ -1,9 +1,9 @@
-"""Wall time of reengage.py and multi_reengage.py with and without the gradient term, measured in this one run.
+"""Wall time of reengage_seek.py, reengage.py and multi_reengage.py with and without the gradient term, in one run.
 
     python benchmarks/reengage_overhead.py [--repeats 2] [--only DriveSeek]
 
-reengage.py: ContinuousSeek d = 20 in the seek regime (batch 512, 2 x 256) and HandReach in the baselines regime
-(3 x 256, batch 256). multi_reengage.py: DriveSeek and NoisySeek with the script's defaults (1,000 warm-up steps,
+reengage_seek.py: ContinuousSeek d = 20 (batch 512, 2 x 256); reengage.py: HandReach in the baselines recipe (3 x 256,
+batch 256). multi_reengage.py: DriveSeek and NoisySeek with the script's defaults (1,000 warm-up steps,
 then one update per env step) as whole runs, then single gradient steps interleaved in blocks in one process. Whole
 runs alternate (off, on, off, on, ...) so slow drift in machine load hits both arms alike; the overhead is the ratio
 of summed wall times. The paper reports +34 % to +60 % (Table 5).
@@ -18,8 +18,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETTINGS = {  # name: (script, arguments, env steps, alpha)
-    "ContinuousSeek d=20 (seek, alpha 0.2)": ("reengage.py", ["--env", "ContinuousSeek:d=20",
-                                                              "--n-test-rollouts", "10"], 3000, "0.2"),
+    "ContinuousSeek d=20 (seek, alpha 0.2)": ("reengage_seek.py", ["--env", "ContinuousSeek:d=20",
+                                                                   "--n-test-rollouts", "10"], 3000, "0.2"),
     "HandReach (baselines, alpha 2e-5)": ("reengage.py", ["--env", "HandReach", "--n-test-rollouts",
                                                           "2"], 1000, "2e-5"),
     "DriveSeek (multi_reengage, alpha 20)": ("multi_reengage.py", ["--env", "DriveSeek", "--eval-interval", "3000",

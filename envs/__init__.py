@@ -10,12 +10,14 @@
 Every env made here has a Dict observation {observation, achieved_goal, desired_goal}, reports
 `info["is_success"]`, and its `env.unwrapped` has a vectorised `compute_reward(achieved_goal, desired_goal, info)`
 (custom tasks also `compute_terminated`). User mistakes raise `EnvError` with a one-line message.
+`record_gif(spec, act, path)` saves one episode of a policy as a GIF (the scripts' --capture-video).
 """
 
 import ast
 import contextlib
 import difflib
 import io
+import os
 
 import gymnasium as gym
 import numpy as np
@@ -163,3 +165,32 @@ def sparse_rewards(env):
         raise EnvError(f"{env.spec.id} has a dense or unknown reward (values {seen}); this script needs a sparse "
                        "one: -1 until the goal is reached and 0 there, or 0 and 1")
     return conventions[r_success]
+
+
+def record_gif(spec, act, path, seed=0):
+    """Run one episode of `spec` with the policy `act(observation dict) -> action` and save it as a GIF at `path`.
+
+    Headless machines render through EGL. An env that cannot render here prints why and writes nothing; returns
+    whether the GIF was written.
+    """
+    if "DISPLAY" not in os.environ:
+        os.environ.setdefault("MUJOCO_GL", "egl")  # read when the first MuJoCo renderer is made
+    import imageio  # installed with gymnasium-robotics
+
+    try:
+        env = make(spec, render_mode="rgb_array")
+        ob, _ = env.reset(seed=seed)
+        frames = [env.render()]
+    except Exception as e:  # no rgb_array rendering for this env, or no OpenGL on this machine
+        reason = str(e).splitlines()[0][:120] if str(e) else ""
+        print(f"no video: {spec} cannot render here ({type(e).__name__}: {reason})")
+        return False
+    done = False
+    while not done:
+        ob, _, terminated, truncated, _ = env.step(act(ob))
+        frames.append(env.render())
+        done = terminated or truncated
+    env.close()
+    imageio.mimsave(path, frames, duration=40)
+    print(f"video: {path}")
+    return True

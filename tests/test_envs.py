@@ -293,3 +293,18 @@ def test_discrete_adapter_joint_and_factorised():
     np.testing.assert_allclose(env.action(np.array([0, 1, 2, 4])), [-1, -0.5, 0, 1])
     env = envs.make("Point2D", discrete=3)
     np.testing.assert_allclose(env.action(env.action_space.n - 1), [1, 1])
+
+
+def test_record_gif_saves_one_episode_and_an_env_that_cannot_render_says_why(tmp_path, capsys):
+    import imageio
+
+    steps = []
+    assert not envs.record_gif("BitFlip:n=4", steps.append, str(tmp_path / "bits.gif"))  # no rgb_array rendering
+    assert "no video: BitFlip:n=4 cannot render here" in capsys.readouterr().out and not steps
+    assert not (tmp_path / "bits.gif").exists()
+    path = tmp_path / "reach.gif"
+    if not envs.record_gif("FetchReach", lambda ob: steps.append(ob) or np.zeros(4, np.float32), str(path), seed=3):
+        pytest.skip(f"MuJoCo cannot render on this machine: {capsys.readouterr().out.strip()}")
+    assert len(steps) == 50 and len(imageio.mimread(path)) == 51  # the reset frame and one per step
+    first = envs.make("FetchReach").reset(seed=3)[0]
+    np.testing.assert_array_equal(steps[0]["desired_goal"], first["desired_goal"])  # the episode of that seed

@@ -1,6 +1,7 @@
 """reengage.py: the goal-gradient term (finite differences, the target-actor path, the sparse mask under both reward
-conventions, alpha = 0), the update order, the SB3 sampler, the regimes, then the script as a user runs it. The
-script-level tests shared with reengage_sac.py (and the SB3 sampler's) run on both files here."""
+conventions, alpha = 0), the update order, the per-env defaults, then the script as a user runs it. reengage_seek.py
+(the same term on the paper's ContinuousSeek recipe): the SB3 sampler, its defaults, learning. The script-level
+tests shared with reengage_sac.py and reengage_seek.py run on all three files here."""
 
 import copy
 import glob
@@ -15,6 +16,7 @@ import envs
 import her_ddpg
 import reengage
 import reengage_sac
+import reengage_seek
 from conftest import (IndexGoalEnv, assert_one_line_error, eval_lines, final_success, indexed_episodes,
                       run_in_one_process, train_save_and_reload)
 from reengage import Actor, Args, Critic, Normalizer, fill_defaults, reengage_critic_loss
@@ -144,7 +146,7 @@ def test_the_actor_steps_on_the_critic_as_it_was_before_the_critic_step(nets):
         torch.testing.assert_close(p, p_expected)
 
 
-@pytest.mark.parametrize("module", [reengage, reengage_sac])
+@pytest.mark.parametrize("module", [reengage_seek, reengage_sac])
 def test_sb3_sampler_relabels_exactly_the_first_80_percent_at_t_up_to_T_minus_2_never_with_the_final_state(module):
     """SB3 1.x's HerReplayBuffer, as in the paper's runs: int(0.8 B) rows, t in 0 .. T-2, t' in t+1 .. T-1."""
     T, lengths = 10, np.r_[np.full(30, 10), np.random.default_rng(1).integers(1, 11, 20)]  # some episodes ended early
@@ -167,21 +169,21 @@ def test_sb3_sampler_relabels_exactly_the_first_80_percent_at_t_up_to_T_minus_2_
     assert (g[:, 1] == T).any() and (g[:, 0] >= 0)[: 16_000].mean() < 0.9  # baselines': a coin, s_T included
 
 
-def test_the_env_picks_the_regime_and_the_regime_fills_the_unset_flags():
-    seek = fill_defaults(Args(env="ContinuousSeek:d=20"))
-    assert (seek.regime, seek.alpha, seek.gamma, seek.hidden_dims, seek.random_episodes) == ("seek", 0.2, 0.95,
-                                                                                             [256, 256], 100)
-    assert (seek.normalize, seek.clip_range, seek.total_timesteps, seek.eval_interval) == (False, np.inf, 20_000, 2_000)
-    base = fill_defaults(Args(env="HandReach"))
-    assert (base.regime, base.alpha, base.gamma, base.hidden_dims, base.random_episodes) == ("baselines", 2e-5, None,
-                                                                                             [256] * 3, 0)
-    assert (base.normalize, base.clip_range, base.noise_eps, base.random_eps, base.action_l2) == (True, 5.0, 0.2, 0.3,
-                                                                                                  1.0)
-    assert (seek.replay_strategy, seek.polyak, seek.polyak_every_step) == ("future_sb3", 0.995, True)  # SB3's
-    assert (base.replay_strategy, base.polyak, base.polyak_every_step) == ("future", 0.95, False)  # baselines'
-    forced = fill_defaults(Args(env="FetchReach", regime="seek", noise_eps=0.1))  # the recipe, not the env's budget
-    assert (forced.alpha, forced.noise_eps, forced.total_timesteps, forced.n_batches) == (0.2, 0.1, 6_000, 10)
-    assert fill_defaults(Args(env="HandReach")).total_timesteps == 5_000  # 6k is FetchReach's own demo budget
+def test_per_env_defaults_fill_only_the_unset_flags():
+    assert fill_defaults(Args(env="FetchReach")).total_timesteps == 6_000  # its own demo budget
+    hand = fill_defaults(Args(env="HandReach"))
+    assert (hand.alpha, hand.total_timesteps, hand.num_envs, hand.batch_size, hand.gamma) == (2e-5, 5_000, 2, 256, None)
+    push = fill_defaults(Args(env="FetchPush", batch_size=64))
+    assert (push.total_timesteps, push.num_envs, push.batch_size) == (1_000_000, 16, 64)  # a flag you set wins
+
+
+def test_reengage_seek_defaults_are_the_papers_seek_recipe():
+    """Table 1 and SB3 1.x's DDPG: alpha 0.2, gamma 0.95, 2 x 256, noise 0.03, 1000 random steps, Polyak 0.995."""
+    a = reengage_seek.Args()
+    assert (a.env, a.alpha, a.gamma, a.hidden_dims, a.noise_eps, a.random_eps) == ("ContinuousSeek:d=10", 0.2, 0.95,
+                                                                                 [256, 256], 0.03, 0.0)
+    assert (a.random_episodes, a.n_batches, a.batch_size, a.polyak, a.replay_strategy) == (100, 10, 512, 0.995,
+                                                                                          "future_sb3")
 
 
 # -- the script ----------------------------------------------------------------------------------------------------
@@ -190,18 +192,26 @@ SEEK_TINY = ["--env", "ContinuousSeek:d=3", "--total-timesteps", "300", "--eval-
              "10", "--batch-size", "32", "--hidden-dims", "32", "--n-test-rollouts", "5"]
 
 
-@pytest.mark.parametrize("script", ["reengage", "reengage_sac"])
-def test_a_tiny_run_prints_header_evaluations_and_summary_and_its_checkpoint_reloads(run, tmp_path, script):
-    stdout, _ = train_save_and_reload(run, tmp_path, [f"{script}.py"], "ContinuousSeek:d=3", *SEEK_TINY[2:], n_test=4)
+REACH_TINY = ["--total-timesteps", "200", "--eval-interval", "100", "--n-batches", "5", "--batch-size", "32",
+              "--hidden-dims", "32", "--n-test-rollouts", "2"]
+
+
+@pytest.mark.parametrize("script, env, args, grad_steps", [("reengage", "FetchReach", REACH_TINY, 10),
+                                                           ("reengage_seek", "ContinuousSeek:d=3", SEEK_TINY[2:], 210),
+                                                           ("reengage_sac", "ContinuousSeek:d=3", SEEK_TINY[2:], 210)])
+def test_a_tiny_run_prints_header_evaluations_and_summary_and_its_checkpoint_reloads(run, tmp_path, script, env, args,
+                                                                                    grad_steps):
+    stdout, _ = train_save_and_reload(run, tmp_path, [f"{script}.py"], env, *args, n_test=4)
     lines = stdout.splitlines()
-    assert re.match(rf"{script} \| ContinuousSeek-v0 \| 300 env steps \| seed 1 \| run runs/\S+ \| tensorboard",
-                    lines[0])
-    assert len(eval_lines(stdout)) == 3
-    summary = rf"{script} done \| success \d\.\d\d \| 300 env steps \| 210 gradient steps \| \d+ s \| checkpoint runs/"
-    assert re.match(summary, lines[-1])
+    steps = int(args[args.index("--total-timesteps") + 1])
+    env_id = "FetchReach-v4" if env == "FetchReach" else "ContinuousSeek-v0"
+    assert re.match(rf"{script} \| {env_id} \| {steps} env steps \| seed 1 \| run runs/\S+ \| tensorboard", lines[0])
+    assert len(eval_lines(stdout)) == steps // int(args[args.index("--eval-interval") + 1])
+    summary = rf"{script} done \| success \d\.\d\d \| {steps} env steps \| {grad_steps} gradient steps \| \d+ s \| "
+    assert re.match(summary + "checkpoint runs/", lines[-1])
 
 
-def test_alpha_zero_in_the_baselines_regime_trains_exactly_her_ddpg(run, tmp_path):
+def test_alpha_zero_trains_exactly_her_ddpg(run, tmp_path):
     """Same seed, same recipe: the alpha = 0 arm reproduces her_ddpg.py evaluation for evaluation, weight for weight."""
     args = ["--env", "FetchReach", "--total-timesteps", "200", "--eval-interval", "100", "--n-batches", "5",
             "--hidden-dims", "32", "--batch-size", "32", "--n-test-rollouts", "2", "--save-model"]
@@ -213,6 +223,8 @@ def test_alpha_zero_in_the_baselines_regime_trains_exactly_her_ddpg(run, tmp_pat
 
 
 BAD_INPUT = [("reengage", ["--env", "BitFlip"], "DDPG needs a continuous Box action space"),
+             ("reengage_seek", ["--env", "BitFlip"], "DDPG needs a continuous Box action space"),
+             ("reengage_seek", ["--random-episodes", "-1"], "--random-episodes must be positive"),
              ("reengage_sac", ["--env", "BitFlip"], "SAC needs a continuous Box action space"),
              ("reengage", ["--env", "FetchReachDense-v4"], "dense or unknown reward"),
              ("reengage_sac", ["--random-eps", "2"], "[0, 1]"),
@@ -240,17 +252,18 @@ def test_help_bad_input_and_foreign_checkpoints_in_one_process(tmp_path):
     assert os.path.exists(marker)
     os.remove(marker)
     garbage.write_text("not a checkpoint\n")
-    for script, other in (("reengage", "reengage_sac"), ("reengage_sac", "reengage")):  # the other variant's file
+    variants = ("reengage", "reengage_sac", "reengage_seek")
+    for other in variants:  # each variant's file, refused by the other variants
         torch.save({"algo": other, "actor": {}}, tmp_path / f"{other}.pt")
-    files = [(script, path) for script in ("reengage", "reengage_sac")
-             for path in (evil, garbage, tmp_path / f"{'reengage_sac' if script == 'reengage' else 'reengage'}.pt")]
+    files = [(script, path) for i, script in enumerate(variants)
+             for path in (evil, garbage, tmp_path / f"{variants[i - 1]}.pt")]
     runs = [(tmp_path, ["reengage.py", "--help"])]
     runs += [(tmp_path, [f"{script}.py", *args]) for script, args, _ in BAD_INPUT]
     runs += [(tmp_path, [f"{script}.py", "--eval-checkpoint", str(path)]) for script, path in files]
     outs = run_in_one_process(runs)
     text = " ".join(outs[0].stdout.split()).replace("│ ", "")
     assert outs[0].returncode == 0
-    assert "unset: 0.2 in seek, 2e-5 else" in text and "unset: seek on ContinuousSeek" in text
+    assert "the paper's best on HandReach" in text and "unset: 5k; FetchReach 6k; 1M on blocks" in text
     for (_, _, message), out in zip(BAD_INPUT, outs[1:]):
         assert_one_line_error(out, message)
     for (script, path), out in zip(files, outs[1 + len(BAD_INPUT):]):
@@ -259,9 +272,9 @@ def test_help_bad_input_and_foreign_checkpoints_in_one_process(tmp_path):
 
 
 def test_learns_continuous_seek(run):
-    """d = 3, 4000 env steps (3500 updates at batch 128), the seek regime: ReenGAGE reached 0.90 success here with
+    """d = 3, 4000 env steps (3500 updates at batch 128), reengage_seek.py: ReenGAGE reached 0.90 success here with
     seed 1; an untrained or broken agent stays near 0 (random actions succeed on < 1% of goals)."""
-    out = run("reengage.py", "--env", "ContinuousSeek:d=3", "--total-timesteps", "4000", "--eval-interval", "1000",
+    out = run("reengage_seek.py", "--env", "ContinuousSeek:d=3", "--total-timesteps", "4000", "--eval-interval", "1000",
               "--batch-size", "128", "--hidden-dims", "64", "64", "--random-episodes", "50", timeout=900)
     assert out.returncode == 0, out.stderr
     assert final_success(out.stdout) >= 0.6, out.stdout
@@ -269,6 +282,6 @@ def test_learns_continuous_seek(run):
 
 @pytest.mark.slow
 def test_default_fetch_reach_demo_is_solved(run):
-    out = run("reengage.py", "--env", "FetchReach", timeout=900)
+    out = run("reengage.py", timeout=900)  # FetchReach
     assert out.returncode == 0, out.stderr
     assert "step     6000" in out.stdout and final_success(out.stdout) >= 0.9, out.stdout

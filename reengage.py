@@ -19,7 +19,7 @@ ContinuousSeek runs used SB3 DDPG: reengage_seek.py; SAC: reengage_sac.py. Devia
 
 Usage:
   python reengage.py [--alpha 0]                               # the demo: FetchReach, solved in 6k env steps
-  python reengage.py --env HandReach --total-timesteps 100000 --eval-interval 5000   # the paper's Fig. 3
+  python reengage.py --env HandReach --num-envs 38 --batch-size 4864 --eval-interval 95000   # Fig. 3: 19 workers x 2
   python reengage.py --eval-checkpoint runs/<run>/reengage.pt --n-test-rollouts 100 [--capture-video]
 """
 

@@ -246,6 +246,26 @@ def test_fetch_reach_compute_reward_agrees_with_step():
     assert envs.horizon(env) == 50
 
 
+@pytest.mark.parametrize("name", ["FetchReach", "FetchPush", "FetchPickAndPlace", "FetchSlide"])
+def test_fetch_observations_are_bit_for_bit_gymnasium_robotics(name):
+    """envs.make builds Fetch tasks with cached MuJoCo addresses (envs/fetch.py); every array must be the stock one."""
+    fast, stock = envs.make(name), gym.make(envs.ROBOTICS[name])
+    assert type(fast.unwrapped).__name__ == name and type(stock.unwrapped).__module__.startswith("gymnasium_robotics")
+    rng = np.random.default_rng(0)
+    for seed in range(2):
+        a, b = fast.reset(seed=seed)[0], stock.reset(seed=seed)[0]
+        for t in range(51):
+            for key in ("observation", "achieved_goal", "desired_goal"):
+                assert a[key].dtype == b[key].dtype and np.array_equal(a[key], b[key]), (seed, t, key)
+            if t == 50:
+                break
+            action = rng.uniform(-1, 1, 4).astype(np.float32)
+            a, r_a, term_a, trunc_a, info_a = fast.step(action)
+            b, r_b, term_b, trunc_b, info_b = stock.step(action)
+            assert (r_a, term_a, trunc_a, info_a["is_success"]) == (r_b, term_b, trunc_b, info_b["is_success"])
+        assert trunc_a  # a whole 50-step episode was compared
+
+
 # -- the resolver --------------------------------------------------------------------------------------------------
 
 def test_short_names_map_to_current_robotics_versions():

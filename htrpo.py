@@ -244,14 +244,14 @@ def relabel(ag, ep_len, goals, env, T_max, r_success, dense=False, pairs=None):
     return valid, (reward * valid).astype(np.float32), done.astype(np.float32), keep
 
 
-def importance_weights(logp_new, logp_orig, valid, weighted=True):
+def importance_weights(logp_new, logp_orig, valid, weighted=True, floor=1e-10):
     """Per-decision ratios rho_ijt = exp(sum_{k <= t} (log pi~(a_k | s_k, g'_j) - log pi~(a_k | s_k, g_i))) (Eq. 12),
-    0 on dropped steps; weighted IS divides by their sum over episodes for each goal j and step t. Shapes [N, M, T]."""
+    0 on dropped steps; weighted IS: (rho + floor) / its sum over episodes, per goal j and step t. Shapes [N, M, T]."""
     log_rho = np.where(valid, np.cumsum((logp_new - logp_orig[:, None]) * valid, axis=2), -np.inf)
     if not weighted:  # raw ratios: clip the exponent so that exp stays finite
         return np.exp(np.clip(log_rho, -50, 50)) * valid
-    # no clip: the weights are unchanged by a shift per (j, t), so shift the largest log ratio to 0 before exp
-    rho = np.exp(log_rho - np.where(valid.any(0), log_rho.max(0), 0))
+    m = np.where(valid.any(0), log_rho.max(0), 0.0)  # a factor e^-m per (j, t) changes no weight; exp cannot overflow
+    rho = (np.exp(log_rho - m) + floor * np.exp(np.minimum(-m, 700.0))) * valid  # floor: the authors' HPG_Gaussian.py
     return rho / np.maximum(rho.sum(0, keepdims=True), 1.0)  # the sum is >= 1 where a step is kept, else rho = 0
 
 

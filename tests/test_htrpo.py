@@ -113,17 +113,44 @@ def test_weighted_is_weights_are_the_unclipped_ones_and_stay_finite_where_exp_ov
     assert np.abs(log_rho[valid]).max() > 100  # far outside the old clip
     rho = np.exp(log_rho) * valid  # float64: no overflow below ~700
     reference = np.divide(rho, rho.sum(0), out=np.zeros_like(rho), where=rho.sum(0) > 0)
-    w = importance_weights(logp_new, logp_orig, valid)
+    w = importance_weights(logp_new, logp_orig, valid, floor=0.0)
     np.testing.assert_allclose(w, reference, rtol=1e-10, atol=1e-300)
     np.testing.assert_allclose(w.sum(0)[valid.any(0)], 1.0)
     shifted = logp_new.copy()
     shifted[:, 1, 0] += 1000  # every episode's ratio for goal 1 times e^1000 from step 0 on
     with np.errstate(over="ignore"):
         assert np.isinf(np.exp(np.cumsum((shifted - logp_orig[:, None]) * valid, 2))[valid]).any()
-    w_shifted = importance_weights(shifted, logp_orig, valid)
+    w_shifted = importance_weights(shifted, logp_orig, valid, floor=0.0)
     assert np.isfinite(w_shifted).all()
     np.testing.assert_allclose(w_shifted, w, rtol=1e-9, atol=1e-300)
     assert np.isfinite(importance_weights(shifted, logp_orig, valid, weighted=False)).all()  # raw: clipped
+
+
+def test_weighted_is_floor_is_the_authors_rho_plus_1e10_and_makes_tiny_ratios_uniform():
+    """The default adds the authors' 1e-10 to every kept ratio before normalising (HPG_Gaussian.py): the weights equal
+    float64's (rho + 1e-10) / sum where exp is finite, a goal whose ratios are all far below 1e-10 weighs its episodes
+    equally, and shifts of +-1000 in log space stay finite."""
+    rng = np.random.default_rng(2)
+    N, M, T = 5, 3, 6
+    valid = np.ones((N, M, T), bool)
+    valid[0, 2, 3:] = False  # episode 0 dropped after step 2 for goal 2
+    logp_orig = rng.normal(0, 1, (N, T))
+    logp_new = logp_orig[:, None] + rng.normal(0, 3, (N, M, T))
+    rho = np.exp(np.cumsum((logp_new - logp_orig[:, None]) * valid, 2)) * valid
+    reference = (rho + 1e-10) * valid / ((rho + 1e-10) * valid).sum(0)
+    w = importance_weights(logp_new, logp_orig, valid)
+    np.testing.assert_allclose(w, reference, rtol=1e-10)
+    tiny = logp_new.copy()
+    tiny[:, 1, 0] -= 100 + rng.random(N) * 50  # every episode's ratio for goal 1 below e^-100 from step 0 on
+    w_tiny = importance_weights(tiny, logp_orig, valid)
+    np.testing.assert_allclose(w_tiny[:, 1], 1 / N, rtol=1e-6)  # the floor dominates: uniform over the 5 episodes
+    assert importance_weights(tiny, logp_orig, valid, floor=0.0)[:, 1].max() > 0.99  # exact WIS: all on the largest
+    for shift in (1000.0, -1000.0):
+        moved = logp_new.copy()
+        moved[:, 0, 0] += shift
+        w_moved = importance_weights(moved, logp_orig, valid)
+        assert np.isfinite(w_moved).all()
+        np.testing.assert_allclose(w_moved.sum(0), 1.0)
 
 
 def test_normalisers_skip_the_steps_past_each_episodes_end():

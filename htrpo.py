@@ -247,7 +247,7 @@ def relabel(ag, ep_len, goals, env, T_max, r_success, dense=False, pairs=None):
 def importance_weights(logp_new, logp_orig, valid, weighted=True, floor=1e-10):
     """Per-decision ratios rho_ijt = exp(sum_{k <= t} (log pi~(a_k | s_k, g'_j) - log pi~(a_k | s_k, g_i))) (Eq. 12),
     0 on dropped steps; weighted IS: (rho + floor) / its sum over episodes, per goal j and step t. Shapes [N, M, T]."""
-    log_rho = np.where(valid, np.cumsum((logp_new - logp_orig[:, None]) * valid, axis=2), -np.inf)
+    log_rho = np.where(valid, np.cumsum((logp_new - logp_orig[:, None]) * valid, axis=2, dtype=np.float64), -np.inf)
     if not weighted:  # raw ratios: clip the exponent so that exp stays finite
         return np.exp(np.clip(log_rho, -50, 50)) * valid
     m = np.where(valid.any(0), log_rho.max(0), 0.0)  # a factor e^-m per (j, t) changes no weight; exp cannot overflow

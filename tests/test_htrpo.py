@@ -142,7 +142,9 @@ def test_weighted_is_floor_is_the_authors_rho_plus_1e10_and_makes_tiny_ratios_un
     np.testing.assert_allclose(w, reference, rtol=1e-10)
     tiny = logp_new.copy()
     tiny[:, 1, 0] -= 100 + rng.random(N) * 50  # every episode's ratio for goal 1 below e^-100 from step 0 on
-    w_tiny = importance_weights(tiny, logp_orig, valid)
+    tiny, logp_orig = tiny.astype(np.float32), logp_orig.astype(np.float32)  # as build_batch passes them
+    with np.errstate(over="raise", invalid="raise"):
+        w_tiny = importance_weights(tiny, logp_orig, valid)
     np.testing.assert_allclose(w_tiny[:, 1], 1 / N, rtol=1e-6)  # the floor dominates: uniform over the 5 episodes
     assert importance_weights(tiny, logp_orig, valid, floor=0.0)[:, 1].max() > 0.99  # exact WIS: all on the largest
     for shift in (1000.0, -1000.0):

@@ -55,6 +55,7 @@ class Args:
     total_timesteps: Optional[int] = None  # env steps, all workers (unset: 5k; 1M on blocks)
     num_envs: Optional[int] = None  # parallel envs per worker, an episode each per cycle (unset: 2; 16 on blocks)
     async_envs: bool = False  # step the envs in subprocesses (gymnasium's AsyncVectorEnv) instead of in this process
+    env_threads: Optional[int] = None  # threads stepping MuJoCo envs, same results (unset: 1; on blocks 2, torchrun 1)
     eval_interval: Optional[int] = None  # env steps between evals (unset: 1k; 40k on blocks)
     n_test_rollouts: Optional[int] = None  # deterministic evaluation episodes (unset: 10; 32 on blocks)
     n_batches: int = 40  # gradient steps per cycle
@@ -84,9 +85,10 @@ class Args:
 
 # Per-env defaults of unset flags. Blocks (Push, PickAndPlace, Slide): 16 episodes per cycle, baselines' 8 workers x 2.
 ENV_DEFAULTS = {
-    "default": dict(total_timesteps=5_000, num_envs=2, eval_interval=1_000, batch_size=256, n_test_rollouts=10),
+    "default": dict(total_timesteps=5_000, num_envs=2, eval_interval=1_000, batch_size=256, n_test_rollouts=10,
+                    env_threads=1),
     "FetchPush": dict(total_timesteps=1_000_000, num_envs=16, eval_interval=40_000, batch_size=512,
-                      n_test_rollouts=32),
+                      n_test_rollouts=32, env_threads=2),  # the second core steps MuJoCo (1 under torchrun)
 }
 ENV_DEFAULTS["FetchPickAndPlace"] = ENV_DEFAULTS["FetchSlide"] = ENV_DEFAULTS["FetchPush"]
 
@@ -94,6 +96,8 @@ ENV_DEFAULTS["FetchPickAndPlace"] = ENV_DEFAULTS["FetchSlide"] = ENV_DEFAULTS["F
 def fill_defaults(args):
     """Set every flag left unset (None) to its per-env default."""
     name = envs.parse(args.env)[0].split("-v")[0]
+    if args.env_threads is None and int(os.environ.get("LOCAL_WORLD_SIZE", 1)) > 1:
+        args.env_threads = 1  # torchrun workers already use the cores
     for key, value in ENV_DEFAULTS.get(name, ENV_DEFAULTS["default"]).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -304,7 +308,9 @@ def make_env(args):
 def make_vec_env(args, n):
     """n copies of the goal env; rollout() resets them together and stores nothing past an episode's early end."""
     fns = [lambda: make_env(args) for _ in range(n)]
-    return gym.vector.AsyncVectorEnv(fns) if args.async_envs else gym.vector.SyncVectorEnv(fns)
+    if args.async_envs:
+        return gym.vector.AsyncVectorEnv(fns)
+    return envs.ThreadedVectorEnv(fns, args.env_threads) if args.env_threads > 1 else gym.vector.SyncVectorEnv(fns)
 
 
 def check_env(env, args):
@@ -317,7 +323,7 @@ def check_env(env, args):
     if env.observation_space["achieved_goal"].shape != env.observation_space["desired_goal"].shape:
         raise envs.EnvError(f"{args.env}: achieved and desired goals differ in shape, so they cannot be relabelled")
     for name in ("total_timesteps", "num_envs", "eval_interval", "n_batches", "batch_size", "buffer_size",
-                 "n_test_rollouts"):
+                 "n_test_rollouts", "env_threads"):
         if getattr(args, name) < (0 if name == "n_batches" else 1):
             raise envs.EnvError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if not 0 <= args.random_eps <= 1 or not 0 <= args.polyak <= 1 or args.replay_k < 0:

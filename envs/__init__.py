@@ -11,6 +11,8 @@ Every env made here has a Dict observation {observation, achieved_goal, desired_
 `info["is_success"]`, and its `env.unwrapped` has a vectorised `compute_reward(achieved_goal, desired_goal, info)`
 (custom tasks also `compute_terminated`). User mistakes raise `EnvError` with a one-line message.
 `record_gif(spec, act, path)` saves one episode of a policy as a GIF (the scripts' --capture-video).
+`ThreadedVectorEnv(env_fns, threads)` is gymnasium's SyncVectorEnv with the MuJoCo physics of its envs on several
+cores (her_ddpg's --env-threads), the same results bit for bit.
 """
 
 import ast
@@ -23,7 +25,7 @@ import os
 import gymnasium as gym
 import numpy as np
 
-from envs.wrappers import DiscretizeAction, SuccessInfo
+from envs.wrappers import DiscretizeAction, SuccessInfo, ThreadedVectorEnv
 
 
 class EnvError(ValueError):

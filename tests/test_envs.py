@@ -266,6 +266,28 @@ def test_fetch_observations_are_bit_for_bit_gymnasium_robotics(name):
         assert trunc_a  # a whole 50-step episode was compared
 
 
+@pytest.mark.parametrize("name,steps", [("FetchPush", 55), ("BitFlip:n=4", 30)])
+def test_threaded_vector_env_steps_exactly_as_sync_vector_env(name, steps):
+    """Same observations, rewards, ends and infos in the same order, through truncations (FetchPush at 50 steps) and
+    terminations with next-step autoresets (BitFlip); only the physics runs on threads."""
+    fns = [lambda: envs.make(name) for _ in range(3)]
+    threaded, sync = envs.ThreadedVectorEnv(fns, threads=2), gym.vector.SyncVectorEnv(fns)
+    a, b = threaded.reset(seed=5)[0], sync.reset(seed=5)[0]
+    threaded.action_space.seed(0)
+    ended = 0
+    for t in range(steps):
+        action = threaded.action_space.sample()
+        (a, *rest_a, info_a), (b, *rest_b, info_b) = threaded.step(action), sync.step(action)
+        for key in a:
+            assert np.array_equal(a[key], b[key]), (t, key)
+        for x, y in zip(rest_a, rest_b):  # reward, terminated, truncated
+            assert np.array_equal(x, y), t
+        assert info_a.keys() == info_b.keys() and all(np.array_equal(info_a[k], info_b[k]) for k in info_a)
+        ended += int(np.sum(rest_a[1] | rest_a[2]))
+    assert ended >= 3  # every env ended at least once, so the autoreset path ran
+    threaded.close()
+
+
 # -- the resolver --------------------------------------------------------------------------------------------------
 
 def test_short_names_map_to_current_robotics_versions():

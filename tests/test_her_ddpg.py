@@ -164,6 +164,24 @@ def test_help_every_continuous_goal_env_and_bad_input(tmp_path):
         assert_one_line_error(out, message)
 
 
+def test_env_threads_change_the_speed_not_the_run(tmp_path):
+    """FetchPush with its default 2 env threads and with 1: the same normaliser statistics (every observation) and the
+    same trained actor, bit for bit."""
+    tiny = ["--env", "FetchPush", "--total-timesteps", "400", "--num-envs", "4", "--n-batches", "3", "--batch-size",
+            "32", "--hidden-dims", "16", "--n-test-rollouts", "4", "--save-model"]
+    dirs = [tmp_path / "threads1", tmp_path / "threads2"]
+    for d in dirs:
+        d.mkdir()
+    outs = run_in_one_process([(dirs[0], ["her_ddpg.py", *tiny, "--env-threads", "1"]), (dirs[1], ["her_ddpg.py", *tiny])])
+    assert all(out.returncode == 0 for out in outs), [out.stderr for out in outs]
+    one, two = (torch.load(glob.glob(str(d / "runs" / "*" / "her_ddpg.pt"))[0]) for d in dirs)
+    assert one["args"]["env_threads"] == 1 and two["args"]["env_threads"] == 2
+    assert int(one["o_norm"]["count"]) == int(two["o_norm"]["count"]) > 0
+    for a, b in ((one["o_norm"], two["o_norm"]), (one["g_norm"], two["g_norm"]), (one["actor"], two["actor"])):
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+
+
 def test_learns_point2d_and_relabeling_is_what_makes_it_learn(run):
     """6k env steps (60 episodes): HER reaches >= 0.5 success (seeds 1-3 gave 0.72, 0.90, 0.68); without
     relabeling the same budget stays near chance (0.04)."""

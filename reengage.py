@@ -54,6 +54,7 @@ class Args:
     total_timesteps: Optional[int] = None  # env steps, all workers (unset: 5k; FetchReach 6k; 1M on blocks)
     num_envs: Optional[int] = None  # parallel envs per worker, an episode each per cycle (unset: 2; 16 on blocks)
     async_envs: bool = False  # step the envs in subprocesses (gymnasium's AsyncVectorEnv) instead of in this process
+    env_threads: int = 1  # threads stepping MuJoCo envs (Fetch, Hand) on several cores, same results
     eval_interval: Optional[int] = None  # env steps between evals (unset: 1k; 40k on blocks)
     n_test_rollouts: Optional[int] = None  # deterministic evaluation episodes (unset: 10; 32 on blocks)
     n_batches: int = 40  # gradient steps per cycle
@@ -327,7 +328,9 @@ def make_env(args):
 def make_vec_env(args, n):
     """n copies of the goal env; rollout() resets them together and stores nothing past an episode's early end."""
     fns = [lambda: make_env(args) for _ in range(n)]
-    return gym.vector.AsyncVectorEnv(fns) if args.async_envs else gym.vector.SyncVectorEnv(fns)
+    if args.async_envs:
+        return gym.vector.AsyncVectorEnv(fns)
+    return envs.ThreadedVectorEnv(fns, args.env_threads) if args.env_threads > 1 else gym.vector.SyncVectorEnv(fns)
 
 
 def check_env(env, args):
@@ -340,7 +343,7 @@ def check_env(env, args):
     if env.observation_space["achieved_goal"].shape != env.observation_space["desired_goal"].shape:
         raise envs.EnvError(f"{args.env}: achieved and desired goals differ in shape, so they cannot be relabelled")
     for name in ("total_timesteps", "num_envs", "eval_interval", "n_batches", "batch_size", "buffer_size",
-                 "n_test_rollouts"):
+                 "n_test_rollouts", "env_threads"):
         if getattr(args, name) < (0 if name == "n_batches" else 1):
             raise envs.EnvError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if not 0 <= args.random_eps <= 1 or not 0 <= args.polyak <= 1 or args.replay_k < 0:

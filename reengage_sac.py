@@ -46,6 +46,7 @@ class Args:
     total_timesteps: Optional[int] = None  # env steps, all envs counted (unset: 5k; 20k on ContinuousSeek)
     num_envs: Optional[int] = None  # parallel envs, an episode each per cycle (unset: 2; 1 on ContinuousSeek)
     async_envs: bool = False  # step the envs in subprocesses (gymnasium's AsyncVectorEnv) instead of in this process
+    env_threads: int = 1  # threads stepping MuJoCo envs (Fetch, Hand) on several cores, same results
     eval_interval: Optional[int] = None  # env steps between evals (unset: 1k; 2k on ContinuousSeek)
     n_test_rollouts: Optional[int] = None  # greedy evaluation episodes (unset: 10; 50 on ContinuousSeek)
     n_batches: Optional[int] = None  # gradient steps per cycle (unset: 10 in seek, one per env step; 40 else)
@@ -328,7 +329,9 @@ def make_env(args):
 def make_vec_env(args, n):
     """n copies of the goal env; rollout() resets them together and stores nothing past an episode's early end."""
     fns = [lambda: make_env(args) for _ in range(n)]
-    return gym.vector.AsyncVectorEnv(fns) if args.async_envs else gym.vector.SyncVectorEnv(fns)
+    if args.async_envs:
+        return gym.vector.AsyncVectorEnv(fns)
+    return envs.ThreadedVectorEnv(fns, args.env_threads) if args.env_threads > 1 else gym.vector.SyncVectorEnv(fns)
 
 
 def check_env(env, args):
@@ -341,7 +344,7 @@ def check_env(env, args):
     if env.observation_space["achieved_goal"].shape != env.observation_space["desired_goal"].shape:
         raise envs.EnvError(f"{args.env}: achieved and desired goals differ in shape, so they cannot be relabelled")
     for name in ("total_timesteps", "num_envs", "eval_interval", "n_batches", "batch_size", "buffer_size",
-                 "n_test_rollouts"):
+                 "n_test_rollouts", "env_threads"):
         if getattr(args, name) < (0 if name == "n_batches" else 1):
             raise envs.EnvError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if not 0 <= args.random_eps <= 1 or not 0 <= args.polyak <= 1 or args.replay_k < 0 or args.ent_coef_init <= 0:

@@ -9,6 +9,7 @@ exit status captured as a separate process would show them."""
 import ast
 import difflib
 import glob
+import importlib.util
 import os
 import re
 import signal
@@ -63,6 +64,27 @@ LONG_RUNS = {  # arguments that print an evaluation line soon and then train for
     "reengage_dqn.py": ["--env", "BitFlip:n=4", "--num-envs", "2", "--eval-interval", "40", "--n-batches", "2",
                         "--n-test-rollouts", "2", "--hidden-dims", "16"],
 }
+
+
+@pytest.mark.parametrize("script", ["her_ddpg.py", "reengage.py", "reengage_sac.py"])
+def test_env_threads_above_one_step_the_envs_on_threads(script):
+    """--env-threads N > 1 gives envs.ThreadedVectorEnv with N workers, 1 the plain SyncVectorEnv (the runs' equality
+    is tested in test_her_ddpg.py and test_envs.py; this guards the flag's wiring)."""
+    import gymnasium as gym
+    import envs
+    spec = importlib.util.spec_from_file_location(script[:-3], os.path.join(ROOT, script))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for threads, kind in ((2, envs.ThreadedVectorEnv), (1, gym.vector.SyncVectorEnv)):
+        vec_env = module.make_vec_env(module.Args(env="FetchReach", env_threads=threads), 3)
+        try:
+            assert type(vec_env) is kind
+            if threads > 1:
+                assert vec_env.pool._max_workers == threads
+            vec_env.reset(seed=0)
+            vec_env.step(vec_env.action_space.sample())
+        finally:
+            vec_env.close()
 
 
 @pytest.mark.parametrize("script", sorted(LONG_RUNS))

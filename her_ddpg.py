@@ -52,7 +52,7 @@ ALGO = "her_ddpg"
 class Args:
     env: str = "FetchReach"  # goal env: a short name (FetchReach, ContinuousSeek:d=10, ...) or a Gymnasium id
     seed: int = 1  # seed of random, numpy, torch and the envs
-    total_timesteps: Optional[int] = None  # env steps, all workers (unset: 5k; 1M on blocks)
+    total_timesteps: Optional[int] = None  # env steps, all workers (unset: 5k; 1.2M on blocks)
     num_envs: Optional[int] = None  # parallel envs per worker, an episode each per cycle (unset: 2; 16 on blocks)
     async_envs: bool = False  # step the envs in subprocesses (gymnasium's AsyncVectorEnv) instead of in this process
     env_threads: Optional[int] = None  # threads stepping MuJoCo envs, same results (unset: 1; on blocks 2, torchrun 1)
@@ -78,7 +78,7 @@ class Args:
     save_model: bool = False  # save actor, normalisers and args as a .pt file in the run folder at each evaluation
     eval_checkpoint: Optional[str] = None  # evaluate this checkpoint for --n-test-rollouts episodes instead of training
     capture_video: bool = False  # with --eval-checkpoint: save the first episode as a GIF next to the checkpoint
-    torch_threads: int = 1  # PyTorch CPU threads per process (0: PyTorch's default, every core)
+    torch_threads: Optional[int] = None  # torch threads of the updates, same results (unset: 1; 2 on blocks; 0: all)
     torch_deterministic: bool = True  # use deterministic torch algorithms
     cuda: bool = False  # train on the GPU if one is available (with torchrun: one GPU per worker, nccl)
 
@@ -86,9 +86,9 @@ class Args:
 # Per-env defaults of unset flags. Blocks (Push, PickAndPlace, Slide): 16 episodes per cycle, baselines' 8 workers x 2.
 ENV_DEFAULTS = {
     "default": dict(total_timesteps=5_000, num_envs=2, eval_interval=1_000, batch_size=256, n_test_rollouts=10,
-                    env_threads=1),
-    "FetchPush": dict(total_timesteps=1_000_000, num_envs=16, eval_interval=40_000, batch_size=512,
-                      n_test_rollouts=32, env_threads=2),  # the second core steps MuJoCo (1 under torchrun)
+                    env_threads=1, torch_threads=1),
+    "FetchPush": dict(total_timesteps=1_200_000, num_envs=16, eval_interval=40_000, batch_size=512,
+                      n_test_rollouts=32, env_threads=2, torch_threads=2),  # both cores (1 under torchrun)
 }
 ENV_DEFAULTS["FetchPickAndPlace"] = ENV_DEFAULTS["FetchSlide"] = ENV_DEFAULTS["FetchPush"]
 
@@ -96,8 +96,9 @@ ENV_DEFAULTS["FetchPickAndPlace"] = ENV_DEFAULTS["FetchSlide"] = ENV_DEFAULTS["F
 def fill_defaults(args):
     """Set every flag left unset (None) to its per-env default."""
     name = envs.parse(args.env)[0].split("-v")[0]
-    if args.env_threads is None and int(os.environ.get("LOCAL_WORLD_SIZE", 1)) > 1:
-        args.env_threads = 1  # torchrun workers already use the cores
+    if int(os.environ.get("LOCAL_WORLD_SIZE", 1)) > 1:  # torchrun workers already use the cores
+        args.env_threads = 1 if args.env_threads is None else args.env_threads
+        args.torch_threads = 1 if args.torch_threads is None else args.torch_threads
     for key, value in ENV_DEFAULTS.get(name, ENV_DEFAULTS["default"]).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -450,6 +451,8 @@ def main(args):
         return load_and_evaluate(args)
     rank, world, device = init_workers(args)
     seed, rng = seed_everything(args, rank)
+    update_threads = torch.get_num_threads()  # the burst of updates runs on --torch-threads, the rest on one thread:
+    torch.set_num_threads(1)  # an idle torch thread spins for a while and would take a core from MuJoCo's threads
 
     # envs: one in this process for the spaces and the vectorised reward, num_envs for collecting
     env = make_env(args)
@@ -483,6 +486,7 @@ def main(args):
                 writer.add_scalar("charts/episodic_return", ep.ret.mean(), global_step)
 
             # a burst of updates on relabelled batches, then one Polyak update of both targets
+            torch.set_num_threads(update_threads)  # the same numbers as on one (tested bit for bit)
             for _ in range(args.n_batches):
                 b = buffer.sample(args.batch_size)
                 g_n = g_norm(b.g)
@@ -491,6 +495,7 @@ def main(args):
                 losses = update(batch, actor, critic, actor_target, critic_target, actor_opt, critic_opt, args, gamma,
                                 rewards)
                 grad_steps += 1
+            torch.set_num_threads(1)
             soft_update(actor, actor_target, args.polyak)
             soft_update(critic, critic_target, args.polyak)
 

@@ -86,7 +86,7 @@ def first_reached(curve, grads, level):
 
 
 def load_label(loads, cores, processes=1):
-    """'alone' when the machine's mean load stayed near the run's own (its process count), else how busy it was."""
+    """'alone' when the machine's mean load stayed near the run's own (processes x threads), else how busy it was."""
     loads = np.array(loads, float)
     if np.isnan(loads).all():
         return "not recorded"
@@ -94,9 +94,10 @@ def load_label(loads, cores, processes=1):
 
 
 def processes(exp):
-    """A run's own processes: torchrun's --nproc_per_node, else 1."""
+    """A run's own load: its processes (torchrun's --nproc_per_node, else 1) times the torch threads of each."""
     launcher = exp.get("launcher", [])
-    return int(launcher[launcher.index("--nproc_per_node") + 1]) if "--nproc_per_node" in launcher else 1
+    n = int(launcher[launcher.index("--nproc_per_node") + 1]) if "--nproc_per_node" in launcher else 1
+    return n * exp.get("threads", 1)
 
 
 def count(values):

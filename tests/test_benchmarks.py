@@ -91,9 +91,10 @@ def test_a_stale_section_gets_one_stale_line_under_its_claim(tmp_path):
 
 
 def test_a_torchrun_run_alone_is_labelled_alone():
-    """Two torchrun workers load a 2-core machine to about 2 by themselves: that is alone; one process at 2 is not."""
+    """Two torchrun workers, or one process on 2 torch threads, load a 2-core machine to about 2 by themselves: that
+    is alone; one single-threaded process at 2 is not."""
     from report import load_label, processes
 
     two = processes({"launcher": ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]})
-    assert two == 2 and processes({}) == 1
+    assert two == 2 and processes({}) == 1 and processes({"threads": 2}) == 2
     assert load_label([2.2], 2, two) == "alone" and load_label([2.2], 2, 1).startswith("shared")

@@ -164,18 +164,21 @@ def test_help_every_continuous_goal_env_and_bad_input(tmp_path):
         assert_one_line_error(out, message)
 
 
-def test_env_threads_change_the_speed_not_the_run(tmp_path):
-    """FetchPush with its default 2 env threads and with 1: the same normaliser statistics (every observation) and the
-    same trained actor, bit for bit."""
+def test_env_and_torch_threads_change_the_speed_not_the_run(tmp_path):
+    """FetchPush with its default 2 env threads and 2 torch threads for the updates, and with 1 of each: the same
+    normaliser statistics (every observation) and the same trained actor, bit for bit. Batch 512 on 256-wide layers,
+    so the updates' matrix products are large enough to be split over the two threads."""
     tiny = ["--env", "FetchPush", "--total-timesteps", "400", "--num-envs", "4", "--n-batches", "3", "--batch-size",
-            "32", "--hidden-dims", "16", "--n-test-rollouts", "4", "--save-model"]
+            "512", "--hidden-dims", "256", "256", "--n-test-rollouts", "4", "--save-model"]
     dirs = [tmp_path / "threads1", tmp_path / "threads2"]
     for d in dirs:
         d.mkdir()
-    outs = run_in_one_process([(dirs[0], ["her_ddpg.py", *tiny, "--env-threads", "1"]), (dirs[1], ["her_ddpg.py", *tiny])])
+    outs = run_in_one_process([(dirs[0], ["her_ddpg.py", *tiny, "--env-threads", "1", "--torch-threads", "1"]),
+                               (dirs[1], ["her_ddpg.py", *tiny])])
     assert all(out.returncode == 0 for out in outs), [out.stderr for out in outs]
     one, two = (torch.load(glob.glob(str(d / "runs" / "*" / "her_ddpg.pt"))[0]) for d in dirs)
-    assert one["args"]["env_threads"] == 1 and two["args"]["env_threads"] == 2
+    assert (one["args"]["env_threads"], one["args"]["torch_threads"]) == (1, 1)
+    assert (two["args"]["env_threads"], two["args"]["torch_threads"]) == (2, 2)
     assert int(one["o_norm"]["count"]) == int(two["o_norm"]["count"]) > 0
     for a, b in ((one["o_norm"], two["o_norm"]), (one["g_norm"], two["g_norm"]), (one["actor"], two["actor"])):
         for key in a:

@@ -185,6 +185,27 @@ def test_env_and_torch_threads_change_the_speed_not_the_run(tmp_path):
             assert torch.equal(a[key], b[key]), key
 
 
+def test_updates_run_on_torch_threads_and_everything_else_on_one(tmp_path, monkeypatch):
+    """FetchPush's default: the burst of updates on 2 torch threads, collection and evaluation on 1 (an idle torch
+    thread would spin on the core MuJoCo's second thread needs)."""
+    import her_ddpg
+
+    seen = {"update": set(), "rollout": set()}
+    for name in seen:
+        def record(*args, _f=getattr(her_ddpg, name), _name=name, **kwargs):
+            seen[_name].add(torch.get_num_threads())
+            return _f(*args, **kwargs)
+        monkeypatch.setattr(her_ddpg, name, record)
+    monkeypatch.chdir(tmp_path)
+    threads = torch.get_num_threads()
+    try:
+        her_ddpg.main(her_ddpg.Args(env="FetchPush", total_timesteps=400, num_envs=4, n_batches=2, batch_size=32,
+                                    hidden_dims=[16], n_test_rollouts=4))
+    finally:
+        torch.set_num_threads(threads)
+    assert seen == {"update": {2}, "rollout": {1}}
+
+
 def test_learns_point2d_and_relabeling_is_what_makes_it_learn(run):
     """6k env steps (60 episodes): HER reaches >= 0.5 success (seeds 1-3 gave 0.72, 0.90, 0.68); without
     relabeling the same budget stays near chance (0.04)."""

@@ -538,7 +538,6 @@ def main(args):
         print(f"{ALGO} done | success {sr:.2f} | {global_step:,} env steps | {grad_steps:,} gradient steps | "
               f"{time.time() - start_time:.0f} s{saved}", flush=True)
     if dist.is_initialized():
-        dist.barrier()  # tear down together: a worker leaving while rank 0 evaluates aborted gloo
         dist.destroy_process_group()
     return sr
 

@@ -36,6 +36,7 @@ from typing import List, Literal, Optional
 import gymnasium as gym
 import numpy as np
 import torch
+import torch._inductor  # noqa: F401 -- Adam imports it; imported after init_process_group, gloo outlives destroy
 import torch.distributed as dist
 import torch.nn as nn
 import tyro
@@ -473,8 +474,7 @@ def main(args):
 
     # envs: one in this process for the spaces and the vectorised reward, num_envs for collecting
     env = make_env(args)
-    rewards = check_env(env, args)
-    T = envs.horizon(env)
+    rewards, T = check_env(env, args), envs.horizon(env)
     obs_dim, goal_dim = env.observation_space["observation"].shape[0], env.observation_space["desired_goal"].shape[0]
     max_u = float(env.action_space.high[0])
     gamma = args.gamma if args.gamma is not None else 1 - 1 / T

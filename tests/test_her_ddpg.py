@@ -1,17 +1,14 @@
 """her_ddpg.py: the sampler's relabeling, the target clip and the normaliser; then the script as a user runs it."""
 
 import glob
-import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
 import envs
-from conftest import (assert_one_line_error, eval_lines, final_success, indexed_episodes, IndexGoalEnv, ROOT,
+from conftest import (assert_one_line_error, eval_lines, final_success, indexed_episodes, IndexGoalEnv,
                       run_in_one_process, train_save_and_reload)
 from her_ddpg import EpisodeBuffer, Normalizer, td_target
 
@@ -305,16 +302,3 @@ def test_averaged_gradient_is_the_mean_of_the_workers_gradients(tmp_path):
     for rank in range(3):
         for g in results[rank]:
             np.testing.assert_allclose(g, np.arange(g.size).reshape(g.shape) * (1 + 2 + 3) / 3)
-
-
-def test_torchrun_two_workers_train_and_only_rank_0_reports(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                          "29517", os.path.join(ROOT, "her_ddpg.py"), "--env", "Point2D", "--total-timesteps", "800",
-                          "--eval-interval", "400", "--n-batches", "3", "--hidden-dims", "16", "--batch-size", "16",
-                          "--n-test-rollouts", "2", "--save-model"],
-                         cwd=tmp_path, env={**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"},
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.count("her_ddpg | Point2D-v0 | 800 env steps (2 workers)") == 1
-    assert len(eval_lines(out.stdout)) == 2 and out.stdout.count("her_ddpg done") == 1
-    assert len(glob.glob(str(tmp_path / "runs" / "*" / "her_ddpg.pt"))) == 1

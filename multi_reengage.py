@@ -31,8 +31,8 @@ Exactness notes: only active slots are encoded. Padding contributes b^2 E = 0 to
 R_item = 0, so dropping it changes no value or gradient; the gradient error is still divided by B x n_max. With gates
 in {0, 1}, b and b^2 pool to the same h, so the actor reuses the critic's pooled embedding (detached).
 
-Deviations from the paper (App. Table 4): smaller default networks and batch (encoder 2 x 64, heads 64, batch 64
-against 2 x 400, 400, 256; --paper restores them) and a 40k env-step default budget (the paper: 160k).
+Deviations from the paper (App. Table 4): smaller default networks (encoder 2 x 64, heads 64 against 2 x 400, 400;
+--paper restores them), batch 64 off DriveSeek (Table 4: 256) and a 40k env-step default budget (the paper: 160k).
 
 Usage:
   python multi_reengage.py                                        # DriveSeek, alpha 20, 40k env steps
@@ -84,7 +84,7 @@ class Args:
     n_test_rollouts: int = 100
     """deterministic evaluation episodes per evaluation"""
     batch_size: Optional[int] = None
-    """transitions per gradient step (unset: 64; 256 with --paper, as in Table 4)"""
+    """transitions per gradient step (unset: 256 on DriveSeek and with --paper, as in Table 4; 64 elsewhere)"""
     buffer_size: int = 1_000_000
     """replay capacity in transitions"""
     gamma: float = 0.95
@@ -115,10 +115,10 @@ class Args:
     """train on the GPU if one is available"""
 
 
-# Defaults of the flags left unset, per env (exploration noise: Table 4) and for --paper (Table 4's networks)
+# Defaults of the flags left unset, per env (noise and DriveSeek's batch: Table 4) and for --paper (Table 4's networks)
 ENV_DEFAULTS = {
     "default": dict(noise_eps=0.1, batch_size=64, encoder_dims=[64, 64], hidden_dims=[64]),
-    "DriveSeek": dict(noise_eps=0.05, batch_size=64, encoder_dims=[64, 64], hidden_dims=[64]),
+    "DriveSeek": dict(noise_eps=0.05, batch_size=256, encoder_dims=[64, 64], hidden_dims=[64]),
 }
 PAPER_DEFAULTS = dict(batch_size=256, encoder_dims=[400, 400], hidden_dims=[400])
 

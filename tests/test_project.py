@@ -193,10 +193,11 @@ BELOW_WARMUP = {  # budgets shorter than the warm-up (or than one round of episo
 @pytest.mark.parametrize("algo", ["her_ddpg", "reengage"])
 def test_torchrun_two_workers_train_only_rank_0_reports_and_gloo_is_gone_before_exit(tmp_path, algo):
     """Rank 0 alone prints, evaluates and saves. After main, each worker is down to its main thread: gloo threads left
-    for the interpreter's exit aborted about 1 run in 10 ("terminate called without an active exception")."""
+    for the interpreter's exit aborted up to 3 runs in 23 ("terminate called without an active exception")."""
     (tmp_path / "count_threads.py").write_text("import os, runpy, sys\nsys.argv = sys.argv[1:]\n"
                                                "runpy.run_path(sys.argv[0], run_name='__main__')\n"
-                                               "print('threads left', len(os.listdir('/proc/self/task')))\n")
+                                               "with open(f'threads_{os.environ[\"RANK\"]}', 'w') as f:\n"
+                                               "    f.write(str(len(os.listdir('/proc/self/task'))))\n")
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
                           "29517", str(tmp_path / "count_threads.py"), os.path.join(ROOT, f"{algo}.py"), "--env",
                           "Point2D", "--total-timesteps", "800", "--eval-interval", "400", "--n-batches", "3",
@@ -207,7 +208,7 @@ def test_torchrun_two_workers_train_only_rank_0_reports_and_gloo_is_gone_before_
     assert out.stdout.count(f"{algo} | Point2D-v0 | 800 env steps (2 workers)") == 1
     assert len(eval_lines(out.stdout)) == 2 and out.stdout.count(f"{algo} done") == 1
     assert len(glob.glob(str(tmp_path / "runs" / "*" / f"{algo}.pt"))) == 1
-    assert out.stdout.count("threads left 1\n") == 2, out.stdout
+    assert [(tmp_path / f"threads_{rank}").read_text() for rank in (0, 1)] == ["1", "1"]
 
 
 def test_a_budget_below_the_warm_up_still_ends_with_an_evaluation_and_the_summary(tmp_path):

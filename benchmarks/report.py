@@ -177,11 +177,18 @@ def stale_line(exp):
     return f"**Stale**: {exp['stale']}"
 
 
-def splice(path, sections, stale=()):
+def splice(path, sections, stale=(), runtime=()):
     """Replace (or add, before the runtime table) the named sections of an existing results.md; keep the rest.
-    Experiments in stale whose runs are not here keep their section, with the stale line (re)written under its claim."""
+    Experiments in stale whose runs are not here keep their section, with the stale line (re)written under its claim.
+    The runtime table's rows of the named sections are replaced by the rows in runtime, and the table kept sorted."""
     with open(path) as f:
         text = f.read()
+    rows = re.findall(r"^\| `.*\n", text[text.find("## Runtime"):], flags=re.M) if "## Runtime" in text else []
+    if rows and runtime:
+        kept = [r for r in rows if r.split(" | ")[1] not in sections]
+        table = "".join(sorted(kept + [r + "\n" for r in runtime]))
+        start = text.index(rows[0], text.find("## Runtime"))
+        text = text[:start] + table + text[start + len("".join(rows)):]
     for exp in stale:
         start = text.find(f"## {exp['name']}\n")
         if start < 0:
@@ -216,15 +223,15 @@ def main():
     experiments = load(args.experiments)
     os.makedirs(os.path.join(args.out, "img"), exist_ok=True)
     if args.only:
-        sections, stale = {}, []
+        sections, stale, runtime = {}, [], []
         for exp in experiments:
             if args.only in exp["name"]:
                 metric, arms = summarise(exp, args.results)
                 if arms:
-                    sections[exp["name"]] = section(exp, metric, arms, args.out, [])
+                    sections[exp["name"]] = section(exp, metric, arms, args.out, runtime)
                 elif "stale" in exp:
                     stale.append(exp)
-        splice(os.path.join(args.out, "results.md"), sections, stale)
+        splice(os.path.join(args.out, "results.md"), sections, stale, runtime)
         print(f"rewrote {', '.join(sections) or 'nothing'}, marked {', '.join(e['name'] for e in stale) or 'nothing'} "
               f"stale in {os.path.join(args.out, 'results.md')}")
         return

@@ -90,6 +90,20 @@ def test_a_stale_section_gets_one_stale_line_under_its_claim(tmp_path):
     assert a.index("**Stale**") < a.index("| arm |") and "text a" in a and "Stale" not in b and "text b" in b
 
 
+def test_a_rewritten_section_replaces_its_runtime_rows_and_keeps_the_others_sorted(tmp_path):
+    """--only rewrites the runtime table's rows of the experiments it rewrote, and no other row."""
+    from report import splice
+
+    results = tmp_path / "results.md"
+    table = "| script | experiment | arm |\n|---|---|---|\n| `x.py` | a | A | 1 min |\n| `z.py` | b | B | 2 min |\n"
+    results.write_text(f"## a\n\nold a\n## b\n\ntext b\n## Runtime\n\nintro\n\n{table}\nafter\n")
+    splice(str(results), {"a": ["## a", "", "new a"]}, [], ["| `y.py` | a | A | 3 min |"])
+    text = results.read_text()
+    assert "new a" in text and "old a" not in text and "text b" in text and text.endswith("\nafter\n")
+    assert text[text.index("|---|---|---|\n") + 14:].startswith("| `y.py` | a | A | 3 min |\n| `z.py` | b | B | 2 min |\n")
+    assert "1 min" not in text
+
+
 def test_a_torchrun_run_alone_is_labelled_alone():
     """Two torchrun workers, or one process on 2 torch threads, load a 2-core machine to about 2 by themselves: that
     is alone; one single-threaded process at 2 is not."""
